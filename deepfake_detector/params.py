@@ -1,0 +1,223 @@
+"""Loading and validating ``params.yaml``, one section per stage.
+
+Each stage calls ``load_section("train")`` before doing any work. A wrong value stops it with one
+line that names the key, what was expected and what was found, e.g.::
+
+    params.yaml: train.epochs must be an integer >= 1, got -3
+
+The schema below is the single list of every parameter; the README documents each one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ParamError
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one key is checked: ``kind`` names the type, the rest narrows it."""
+
+    kind: str  # int | float | bool | str | choice | path | float_range | int_range
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    optional: bool = False  # null allowed
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        if self.kind in ("float_range", "int_range"):
+            base = "a pair [low, high] of " + ("integers" if self.kind == "int_range" else "numbers")
+        else:
+            base = {"int": "an integer", "float": "a number", "bool": "true or false",
+                    "str": "a string", "path": "a path"}[self.kind]
+        if self.low is not None and self.high is not None:
+            base += f" in [{self.low}, {self.high}]"
+        elif self.low is not None:
+            base += f" >= {self.low}"
+        if self.optional:
+            base += " (or null)"
+        return base
+
+
+def Int(low=None, high=None, optional=False):
+    return Spec("int", low, high, optional=optional)
+
+
+def Float(low=None, high=None, optional=False):
+    return Spec("float", low, high, optional=optional)
+
+
+def Choice(*choices):
+    return Spec("choice", choices=choices)
+
+
+BOOL = Spec("bool")
+STR = Spec("str")
+OPTIONAL_PATH = Spec("path", optional=True)
+
+# The whole schema: section -> key -> Spec or nested dict.
+SCHEMA: dict[str, dict] = {
+    "data": {
+        "source": Choice("sample", "kaggle", "local"),
+        "local_path": OPTIONAL_PATH,
+        "kaggle": {
+            "dataset": STR,
+            "version": Int(1, optional=True),  # null = latest
+        },
+        # Splits carved out of Train when a local dataset has none (seeded, stratified,
+        # exact duplicates kept together).
+        "carve": {
+            "validation_fraction": Float(0.0, 0.5),
+            "test_fraction": Float(0.0, 0.5),
+            "seed": Int(0),
+        },
+        # Archive-bomb guards, checked before anything is extracted or read.
+        "max_member_mb": Float(0.001),
+        "max_total_gb": Float(0.001),
+        "sample": {
+            "seed": Int(0),
+            "difficulty": Float(0.0, 1.0),
+            "image_size": Int(64, 1024),
+            "train": Int(2),
+            "validation": Int(2),
+            "test": Int(2),
+        },
+    },
+    "preprocess": {
+        "image_size": Int(16, 2048),
+        "max_pixels": Int(1),
+        "workers": Int(0),  # 0 = one per CPU core
+        "shard_images": Int(1),
+        "duplicates": {
+            "cross_split": Choice("drop", "keep"),
+            "within_split": Choice("keep", "drop"),
+            "near_hamming": Int(0, 32),
+            "near_cross_split": Choice("report", "drop"),
+        },
+    },
+    "train": {
+        "model": Choice("mobilenet_v3_small", "seed_cnn", "efficientnet_b0", "xception"),
+        "weights": Choice("none", "imagenet"),
+        "image_size": Int(32, 1024),
+        "batch_size": Int(1, 4096),
+        "epochs": Int(1),
+        "patience": Int(0),
+        "learning_rate": Float(1e-7, 1.0),
+        "seed": Int(0),
+        "cache_ram_mb": Int(0),
+        "mixed_precision": Choice("auto", "on", "off"),
+        "augment": {
+            "flip": BOOL,
+            "jpeg_probability": Float(0.0, 1.0),
+            "jpeg_quality": Spec("int_range", 1, 100),
+            "blur_probability": Float(0.0, 1.0),
+            "blur_sigma": Spec("float_range", 0.01, 10.0),
+        },
+    },
+    "evaluate": {
+        "batch_size": Int(1, 4096),
+        "max_curve_points": Int(10),
+    },
+}
+
+
+def _check(key: str, value: Any, spec: Spec) -> Any:
+    def fail(detail: str = "") -> None:
+        shown = "null" if value is None else repr(value)
+        raise ParamError(f"{PARAMS_FILE}: {key} must be {spec.describe()}, got {shown}{detail}")
+
+    if value is None:
+        if spec.optional:
+            return None
+        fail()
+    if spec.kind == "int":
+        # YAML 1e3 is a float; accept whole floats, refuse 1.5 and booleans.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        if isinstance(value, float) and not value.is_integer():
+            fail()
+        value = int(value)
+    elif spec.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail()
+        value = float(value)
+    elif spec.kind == "bool":
+        if not isinstance(value, bool):
+            fail()
+        return value
+    elif spec.kind in ("str", "path"):
+        if not isinstance(value, str) or not value.strip():
+            fail()
+        return value
+    elif spec.kind == "choice":
+        if value not in spec.choices:
+            fail()
+        return value
+    elif spec.kind in ("float_range", "int_range"):
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            fail()
+        item = Spec("int" if spec.kind == "int_range" else "float", spec.low, spec.high)
+        pair = [_check(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        if pair[0] > pair[1]:
+            fail(" (low > high)")
+        return pair
+    if spec.low is not None and value < spec.low:
+        fail()
+    if spec.high is not None and value > spec.high:
+        fail()
+    return value
+
+
+def _validate(prefix: str, raw: Any, schema: dict) -> SimpleNamespace:
+    if not isinstance(raw, dict):
+        raise ParamError(f"{PARAMS_FILE}: {prefix} must be a mapping of keys, got {raw!r}")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ParamError(f"{PARAMS_FILE}: unknown key {prefix}.{unknown[0]} "
+                         f"(known: {', '.join(schema)})")
+    values = {}
+    for key, spec in schema.items():
+        name = f"{prefix}.{key}"
+        if key not in raw:
+            raise ParamError(f"{PARAMS_FILE}: missing key {name}")
+        if isinstance(spec, dict):
+            values[key] = _validate(name, raw[key], spec)
+        else:
+            values[key] = _check(name, raw[key], spec)
+    return SimpleNamespace(**values)
+
+
+def load_section(section: str, path: str | Path = PARAMS_FILE,
+                 extra_checks: Callable[[SimpleNamespace], None] | None = None) -> SimpleNamespace:
+    """Read one section of ``params.yaml``, validated; raises ``ParamError`` naming the key."""
+    if section not in SCHEMA:
+        raise KeyError(section)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise ParamError(f"{path} not found: run from the project root") from None
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if section not in raw:
+        raise ParamError(f"{PARAMS_FILE}: missing section '{section}'")
+    params = _validate(section, raw[section], SCHEMA[section])
+    if extra_checks:
+        extra_checks(params)
+    return params
+
+
+def as_dict(params: SimpleNamespace) -> dict:
+    """The validated section back as plain dicts (for logging and metadata)."""
+    return {k: as_dict(v) if isinstance(v, SimpleNamespace) else v for k, v in vars(params).items()}
