@@ -1,0 +1,84 @@
+"""Stage `download`: the raw dataset → data/raw/dataset.zip in the Kaggle layout.
+
+`data.source` picks where it comes from: the built-in generated `sample`, the `kaggle` API, or a
+`local` zip or folder. Whatever the source, the output is one archive whose members are
+`Dataset/{Train,Validation,Test}/{Real,Fake}/...` (splits carved from Train where a local dataset
+has none), plus data/raw/source.json recording where it came from (dataset, version, sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+from deepfake_detector import stage
+from deepfake_detector.errors import ParamError
+from deepfake_detector.files import atomic_path, remove_stale_temps, write_json
+from deepfake_detector.params import as_dict, load_section
+from deepfake_detector.sources import archive
+
+RAW_DIR = Path("data/raw")
+ARCHIVE = RAW_DIR / "dataset.zip"
+SOURCE_INFO = RAW_DIR / "source.json"
+log = logging.getLogger("download")
+
+
+def check(params) -> None:
+    """Cross-key checks that must fail before any work (credentials included)."""
+    if params.source == "local":
+        if params.local_path is None:
+            raise ParamError("params.yaml: data.local_path must name a .zip or a folder when "
+                             "data.source=local")
+        if not Path(params.local_path).expanduser().exists():
+            raise ParamError(f"params.yaml: data.local_path={params.local_path!r} does not exist; "
+                             "point it at the dataset zip or its extracted folder")
+    if params.source == "kaggle":
+        from deepfake_detector.sources import kaggle
+
+        log.info("kaggle credentials: %s", kaggle.check_credentials())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(params, limits: archive.Limits) -> dict:
+    if params.source == "sample":
+        from deepfake_detector.sources import sample
+
+        return {"summary": sample.generate(ARCHIVE, params.sample), "params": as_dict(params.sample)}
+    from deepfake_detector.sources import local
+
+    if params.source == "kaggle":
+        from deepfake_detector.sources import kaggle
+
+        with atomic_path(RAW_DIR / "kaggle-download.zip", suffix=".zip.tmp") as download:
+            info = kaggle.download(params.kaggle.dataset, params.kaggle.version, download, limits)
+            summary = local.import_dataset(download, ARCHIVE, params.carve, limits, move=True)
+        return {"kaggle": info, "summary": summary}
+    source = Path(params.local_path).expanduser()
+    return {"local_path": str(source), "summary": local.import_dataset(source, ARCHIVE, params.carve, limits)}
+
+
+def main() -> None:
+    params = load_section("data", extra_checks=check)
+    limits = archive.Limits.from_params(params)
+    RAW_DIR.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(RAW_DIR)
+    started = time.perf_counter()
+    info = fetch(params, limits)
+    write_json(SOURCE_INFO, {"source": params.source, **info,
+                             "archive": {"file": ARCHIVE.name, "bytes": ARCHIVE.stat().st_size,
+                                         "sha256": sha256_of(ARCHIVE)},
+                             "seconds": round(time.perf_counter() - started, 2)})
+    log.info("download: %s ready (%.1f MB)", ARCHIVE, ARCHIVE.stat().st_size / 1e6)
+
+
+if __name__ == "__main__":
+    stage.run(main)

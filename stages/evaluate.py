@@ -1,0 +1,81 @@
+"""Stage `evaluate`: the model scored on Validation and Test → metrics/eval.json and plots.
+
+The decision threshold is chosen on Validation (maximum balanced accuracy) and only applied to Test.
+Plots: ROC and precision-recall curves per split (thinned), the Test confusion matrix, and PNG
+renderings in metrics/plots/. Per-image scores go to data/eval/predictions.csv for error analysis.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepfake_detector import CLASS_NAMES, stage
+from deepfake_detector.files import atomic_path, write_json
+from deepfake_detector.params import load_section
+
+PROCESSED = Path("data/processed")
+MODEL = Path("models/model.keras")
+EVAL_METRICS = Path("metrics/eval.json")
+PLOTS = Path("metrics/plots")
+PREDICTIONS = Path("data/eval/predictions.csv")
+SPLITS = ("validation", "test")
+log = logging.getLogger("evaluate")
+
+
+def score_split(model, index: dict, split: str, image_size: int, batch_size: int) -> pd.DataFrame:
+    import tensorflow as tf
+
+    from deepfake_detector import training
+
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    frames = []
+    for images, labels, indices in training.eval_dataset(PROCESSED, index, split, image_size, batch_size):
+        frames.append(pd.DataFrame({"index": indices.numpy(), "label": labels.numpy().astype(int),
+                                    "score": infer(images).numpy().reshape(-1).astype(float)}))
+    scored = pd.concat(frames, ignore_index=True)
+    scored.insert(1, "split", split)
+    return scored
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def main() -> None:
+    params = load_section("evaluate")
+    from deepfake_detector import evaluation, modelfile, records
+
+    model, meta = modelfile.load(MODEL)
+    index = records.load_index(PROCESSED)
+    scored = {s: score_split(model, index, s, meta["image_size"], params.batch_size) for s in SPLITS}
+    val, test = scored["validation"], scored["test"]
+    threshold = evaluation.choose_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+    report = {"threshold": threshold, "threshold_rule": "max balanced accuracy on validation"}
+    for split, frame in scored.items():
+        report[split] = evaluation.summarize(frame["label"].to_numpy(), frame["score"].to_numpy(), threshold)
+        labels, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
+        write_csv(pd.DataFrame(evaluation.roc_points(labels, scores, params.max_curve_points)),
+                  PLOTS / f"roc_{split}.csv")
+        write_csv(pd.DataFrame(evaluation.pr_points(labels, scores, params.max_curve_points)),
+                  PLOTS / f"pr_{split}.csv")
+    write_csv(pd.DataFrame(evaluation.confusion_rows(test["label"], test["score"], threshold)),
+              PLOTS / "confusion_test.csv")
+    evaluation.save_pngs({s: (f["label"].to_numpy(), f["score"].to_numpy()) for s, f in scored.items()},
+                         report["test"]["confusion"], threshold, PLOTS)
+    write_json(EVAL_METRICS, report)
+
+    manifest = pd.read_csv(PROCESSED / "manifest.csv", usecols=["index", "path"])
+    predictions = pd.concat([val, test]).merge(manifest, on="index", how="left")
+    predictions["predicted"] = np.where(predictions["score"] >= threshold, CLASS_NAMES[1], CLASS_NAMES[0])
+    write_csv(predictions[["path", "split", "label", "score", "predicted"]], PREDICTIONS)
+    log.info("evaluate: threshold %.4f, test %s", threshold,
+             {k: report["test"][k] for k in ("roc_auc", "accuracy", "balanced_accuracy", "eer")})
+
+
+if __name__ == "__main__":
+    stage.run(main)

@@ -1,0 +1,108 @@
+"""The real `dvc repro`, end to end, in a throwaway copy of the project with tiny params."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import dvc, make_project, run, set_params
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("download", "preprocess", "train", "evaluate")
+METRIC_KEYS = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "precision", "recall",
+               "f1", "eer", "log_loss", "accuracy_at_0_5", "n_real", "n_fake", "confusion")
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def skipped_stages(output: str) -> set[str]:
+    return set(re.findall(r"Stage '(\w+)' didn't change, skipping", output))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> tuple[Path, str]:
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    result = dvc("repro", cwd=project)
+    return project, result.stdout + result.stderr
+
+
+def load(project: Path, name: str) -> dict:
+    return json.loads((project / "metrics" / name).read_text())
+
+
+def test_repro_runs_every_stage_and_writes_the_metric_files(pipeline):
+    project, output = pipeline
+    assert ran_stages(output) == set(STAGES)
+    assert (project / "data/raw/dataset.zip").is_file()
+    assert (project / "data/processed/records.json").is_file()
+    assert (project / "models/model.keras").is_file()
+
+    data = load(project, "data.json")
+    for split, size in (("train", 160), ("validation", 64), ("test", 64)):
+        assert data[split]["real"] + data[split]["fake"] == size, split
+        assert data[split]["real"] > 0 and data[split]["fake"] > 0
+    assert set(data["duplicates"]) >= {"within_split", "cross_split", "dropped"}
+    assert isinstance(data["skipped"], dict) and data["images_per_second"] > 0
+
+    train = load(project, "train.json")
+    assert set(train) >= {"epochs", "best_epoch", "val_roc_auc", "val_loss", "train_images_per_second",
+                          "wall_seconds", "device", "parameters"}
+    assert train["device"] == "CPU" and 1 <= train["best_epoch"] <= train["epochs"] <= 2
+
+    evaluation = load(project, "eval.json")
+    assert 0 < evaluation["threshold"] < 1
+    for split, size in (("validation", 64), ("test", 64)):
+        assert set(evaluation[split]) >= set(METRIC_KEYS)
+        assert evaluation[split]["n_real"] + evaluation[split]["n_fake"] == size
+        assert sum(evaluation[split]["confusion"].values()) == size
+
+    manifest = pd.read_csv(project / "data/processed/manifest.csv")
+    assert list(manifest.columns[:3]) == ["index", "path", "split"]
+    assert {"sha256", "width", "height", "status", "reason", "label"} <= set(manifest.columns)
+    assert len(manifest) == 160 + 64 + 64
+    for name in ("roc_validation.csv", "roc_test.csv", "pr_test.csv", "confusion_test.csv", "roc.png",
+                 "confusion_test.png"):
+        assert (project / "metrics/plots" / name).stat().st_size > 0, name
+    assert len(pd.read_csv(project / "metrics/plots/roc_test.csv")) <= 200
+    shown = dvc("plots", "show", "--json", cwd=project).stdout
+    assert "ROC" in shown and "confusion" in shown.lower()
+
+
+def test_second_repro_skips_and_train_params_rerun_only_train_and_evaluate(pipeline):
+    project, _ = pipeline
+    again = dvc("repro", cwd=project)
+    assert ran_stages(again.stdout) == set()
+    assert skipped_stages(again.stdout) == set(STAGES)
+
+    set_params(project, {"train.learning_rate": 0.001})
+    changed = dvc("repro", cwd=project)
+    assert ran_stages(changed.stdout) == {"train", "evaluate"}
+    assert skipped_stages(changed.stdout) == {"download", "preprocess"}
+
+
+def test_metrics_diff_between_branches_in_a_fresh_clone(tmp_path):
+    project = make_project(tmp_path / "project", {"train.epochs": 1})
+    dvc("repro", cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", "baseline run"], cwd=project)
+    run(["git", "checkout", "-qb", "variant"], cwd=project)
+    set_params(project, {"train.learning_rate": 0.0005, "train.augment.flip": False})
+    dvc("repro", cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", "variant run"], cwd=project)
+
+    clone = tmp_path / "clone"  # no DVC cache, no remote: only what git holds
+    run(["git", "clone", "-q", "-b", "variant", str(project), str(clone)], cwd=tmp_path)
+    run(["git", "branch", "-q", "main", "origin/main"], cwd=clone)
+    diff = json.loads(dvc("metrics", "diff", "main", "--json", cwd=clone).stdout)
+    eval_diff = diff["metrics/eval.json"]
+    assert eval_diff["test.roc_auc"]["diff"] != 0 or eval_diff["test.log_loss"]["diff"] != 0
+    params_diff = json.loads(dvc("params", "diff", "main", "--json", cwd=clone).stdout)
+    assert params_diff["params.yaml"]["train.learning_rate"] == {"old": 0.002, "new": 0.0005}

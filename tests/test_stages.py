@@ -1,0 +1,129 @@
+"""Stage behaviour on bad params, bad images and labels, through the real stage scripts and dvc."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import badimages
+from conftest import dvc, make_project, run, set_params
+
+
+@pytest.mark.parametrize("stage, key, value", [
+    ("download", "data.source", "dropbox"),
+    ("train", "train.epochs", -3),
+    ("preprocess", "preprocess.image_size", 12.5),
+    ("train", "train.model", "resnet9000"),
+    ("train", "train.augment.jpeg_quality", [95, 60]),
+    ("download", "data.sample.difficulty", "hard"),
+])
+def test_bad_params_fail_at_stage_start_with_one_line_naming_the_key(project, stage, key, value):
+    set_params(project, {key: value})
+    result = run([sys.executable, "-m", f"stages.{stage}"], cwd=project, check=False)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith("error: params.yaml: ") and key in message
+    assert not (project / "data/raw").exists() and not (project / "models/model.keras").exists()
+
+
+def test_unknown_and_missing_keys_are_named(project):
+    text = (project / "params.yaml").read_text().replace("  epochs:", "  epoch:")
+    (project / "params.yaml").write_text(text)
+    result = run([sys.executable, "-m", "stages.train"], cwd=project, check=False)
+    assert result.returncode == 2 and "train.epoch" in result.stderr
+
+
+def _dataset_with_bad_images(path: Path) -> dict:
+    """A small Kaggle-layout zip: good JPEGs in every split plus each bad image in Train."""
+    with zipfile.ZipFile(path, "w") as archive:
+        n = 0
+        for split, count in (("Train", 24), ("Validation", 8), ("Test", 8)):
+            for label in ("Real", "Fake"):
+                for i in range(count // 2):
+                    n += 1
+                    archive.writestr(f"Dataset/{split}/{label}/{i:03d}.jpg", badimages.good_jpeg(seed=n))
+        for name, (build, _, _) in badimages.BAD_IMAGES.items():
+            archive.writestr(f"Dataset/Train/Fake/bad_{name}.jpg", build())
+        # the same image in Train and in Test: the Test copy is dropped (cross-split duplicate)
+        archive.writestr("Dataset/Test/Real/copy_of_train.jpg", badimages.good_jpeg(seed=1))
+    return badimages.BAD_IMAGES
+
+
+@pytest.mark.slow
+def test_bad_images_are_skipped_or_converted_and_counted(tmp_path):
+    source = tmp_path / "mine.zip"
+    bad = _dataset_with_bad_images(source)
+    project = make_project(tmp_path / "project", {
+        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 256})
+    dvc("repro", "preprocess", cwd=project)
+
+    data = json.loads((project / "metrics/data.json").read_text())
+    manifest = pd.read_csv(project / "data/processed/manifest.csv", keep_default_na=False)
+    for name, (_, status, reason) in bad.items():
+        row = manifest[manifest["path"].str.endswith(f"bad_{name}.jpg")].iloc[0]
+        assert row["status"] == status, name
+        assert reason in row["reason"].split(";"), name
+        if status == "skipped":
+            assert data["skipped"][reason] >= 1, name
+        elif status == "converted":
+            assert data["converted"][reason] >= 1, name
+    assert data["duplicates"]["cross_split"] == 1 and data["duplicates"]["dropped"] == 1
+    copy = manifest[manifest["path"].str.endswith("copy_of_train.jpg")].iloc[0]
+    assert copy["status"] == "dropped" and copy["reason"] == "duplicate_of_train"
+    assert data["test"] == {"real": 4, "fake": 4}
+
+
+def _bright_fake_dark_real_zip(path: Path) -> None:
+    """Fake images bright, Real images dark, named against their folder: only folders carry labels."""
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as archive:
+        for split, count in (("Train", 40), ("Validation", 20), ("Test", 20)):
+            for label, (low, high) in (("Real", (0, 100)), ("Fake", (150, 255))):
+                for i in range(count // 2):
+                    pixels = rng.integers(low, high, (64, 64, 3), dtype=np.uint8)
+                    ok, jpeg = cv2.imencode(".jpg", pixels)
+                    wrong = "real" if label == "Fake" else "fake"
+                    archive.writestr(f"Dataset/{split}/{label}/{wrong}_{i}.jpg", jpeg.tobytes())
+
+
+@pytest.mark.slow
+def test_fake_is_the_positive_class_end_to_end(tmp_path):
+    """A "model" scoring brightness must get AUC 1.0 when Fake (bright) = 1, and 0.0 if labels flip;
+    a model that calls everything fake has recall 1.0 on Fake."""
+    import keras
+
+    from deepfake_detector import modelfile
+
+    source = tmp_path / "bright_fakes.zip"
+    _bright_fake_dark_real_zip(source)
+    project = make_project(tmp_path / "project", {
+        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64})
+    dvc("repro", "preprocess", cwd=project)
+    manifest = pd.read_csv(project / "data/processed/manifest.csv")
+    assert (manifest["label"] == manifest["path"].str.contains("/Fake/").astype(int)).all()
+
+    def evaluate(weight: float, bias: float) -> dict:
+        """Save a fixed linear model of mean brightness as the trained model, run evaluate."""
+        inputs = keras.Input((64, 64, 3))
+        dense = keras.layers.Dense(1)
+        model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+        dense.set_weights([np.full((3, 1), weight), np.array([bias])])
+        modelfile.save(model, project / "models/model.keras", {"image_size": 64})
+        run([sys.executable, "-m", "stages.evaluate"], cwd=project)
+        return json.loads((project / "metrics/eval.json").read_text())["test"]
+
+    brightness = evaluate(1 / (3 * 255), 0.0)  # score = mean brightness in [0, 1]
+    assert brightness["roc_auc"] == 1.0 and brightness["recall"] == 1.0 and brightness["precision"] == 1.0
+    assert brightness["n_fake"] == 10 and brightness["n_real"] == 10
+
+    all_fake = evaluate(0.0, 1.0)
+    assert all_fake["recall"] == 1.0
+    assert all_fake["confusion"] == {"tn": 0, "fp": 10, "fn": 0, "tp": 10}

@@ -1,0 +1,106 @@
+"""The tf.data input pipeline, the RAM-budgeted cache, augmentation and the model file."""
+
+from __future__ import annotations
+
+import types
+
+import cv2
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from deepfake_detector import augment, modelfile, models, records, training  # noqa: E402
+from deepfake_detector.files import write_json  # noqa: E402
+
+AUGMENT = types.SimpleNamespace(flip=True, jpeg_probability=0.5, jpeg_quality=[60, 95],
+                                blur_probability=0.5, blur_sigma=[0.3, 1.2])
+
+
+def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) -> dict:
+    """n images (label = index % 2, brightness encodes the index) in shards; returns the index."""
+    writer = records.ShardWriter(folder, "train", shard_images)
+    for i in range(n):
+        image = np.full((size, size, 3), i * 5 % 256, np.uint8)
+        writer.write(cv2.imencode(".png", image)[1].tobytes(), i % 2, i)
+    writer.close()
+    total = {"records": n, "real": (n + 1) // 2, "fake": n // 2, "shards": writer.shards}
+    index = {"image_size": size, "splits": {"train": total, "validation": total, "test": total}}
+    write_json(folder / "records.json", index)
+    return index
+
+
+def epoch_indices(folder, index, cache_images: int, augment_params=AUGMENT):
+    data, cached = training.train_dataset(folder, index, 32, 8, cache_images, augment_params, seed=1)
+    # recover each image's index from its brightness (flip/blur/jpeg keep a flat image flat)
+    seen = [int(round(float(tf.reduce_mean(img)) / 5)) for images, _ in data for img in images]
+    return sorted(seen), cached
+
+
+@pytest.mark.parametrize("budget, expect_cached", [(1000, 40), (20, 16), (0, 0)])
+def test_every_image_once_per_epoch_whatever_the_cache_budget(tmp_path, budget, expect_cached):
+    index = write_records(tmp_path)
+    no_aug = types.SimpleNamespace(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95],
+                                   blur_probability=0.0, blur_sigma=[0.3, 1.2])
+    seen, cached = epoch_indices(tmp_path, index, budget, no_aug)
+    assert cached == expect_cached  # whole shards of 8 that fit
+    assert seen == list(range(40))
+
+
+def test_labels_and_indices_survive_the_records(tmp_path):
+    index = write_records(tmp_path)
+    data = training.eval_dataset(tmp_path, index, "train", 32, 16)
+    labels = np.concatenate([y.numpy() for _, y, _ in data])
+    indices = np.concatenate([i.numpy() for _, _, i in data])
+    assert (labels == indices % 2).all() and sorted(indices) == list(range(40))
+
+
+def test_resize_to_the_model_size(tmp_path):
+    index = write_records(tmp_path, size=32)
+    images, _, _ = next(iter(training.eval_dataset(tmp_path, index, "train", 16, 4)))
+    assert images.shape == (4, 16, 16, 3) and images.dtype == tf.float32
+
+
+def test_augmentation_is_seeded_and_changes_pixels():
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    apply = augment.make_augment(types.SimpleNamespace(flip=True, jpeg_probability=1.0, jpeg_quality=[50, 60],
+                                                       blur_probability=1.0, blur_sigma=[1.0, 1.0]))
+    first, again = apply(image, tf.constant([1, 2])), apply(image, tf.constant([1, 2]))
+    assert first.dtype == tf.uint8 and first.shape == image.shape
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, image)
+    assert float(tf.math.reduce_std(tf.cast(first, tf.float32))) < float(tf.math.reduce_std(tf.cast(image, tf.float32)))
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_registered_model_maps_images_to_one_probability(name):
+    model = models.build(name, 32 if name != "xception" else 71)
+    size = model.input_shape[1]
+    scores = model.predict_on_batch(np.full((2, size, size, 3), 128.0, np.float32))
+    assert scores.shape == (2, 1) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_seed_cnn_is_the_4_6m_parameter_baseline():
+    assert 4.5e6 < models.build("seed_cnn", 128).count_params() < 4.7e6
+
+
+def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # empty weight cache → must download
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens: fails fast, offline
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    from deepfake_detector.errors import UserError
+
+    with pytest.raises(UserError, match="train.weights=none"):
+        models.build("mobilenet_v3_small", 96, weights="imagenet")
+
+
+def test_model_file_carries_the_label_map_and_input_size(tmp_path):
+    model = models.build("seed_cnn", 32)
+    modelfile.save(model, tmp_path / "model.keras", {"image_size": 32})
+    meta = modelfile.read_meta(tmp_path / "model.keras")
+    assert meta["class_names"] == ["Real", "Fake"] and meta["image_size"] == 32
+    loaded, meta = modelfile.load(tmp_path / "model.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
