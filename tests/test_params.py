@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import ROOT
+from projectcopy import ROOT
 from deepfake_detector.errors import ParamError
 from deepfake_detector.params import SCHEMA, load_section
 

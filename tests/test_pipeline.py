@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import dvc, make_project, run, set_params
+from projectcopy import dvc, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 

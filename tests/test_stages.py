@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import badimages
-from conftest import dvc, make_project, run, set_params
+from projectcopy import dvc, make_project, run, set_params
 
 
 @pytest.mark.parametrize("stage, key, value", [
