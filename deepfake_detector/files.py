@@ -29,6 +29,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
 
 
 @contextlib.contextmanager
+def scratch_path(folder: str | os.PathLike, suffix: str = ".tmp"):
+    """Yield a fresh temp path in ``folder`` (on the output's file system, so it can be renamed
+    into place cheaply); whatever is left there at the end is deleted."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".scratch.", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
     """``open()`` for writing, atomically."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:

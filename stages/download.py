@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepfake_detector import stage
 from deepfake_detector.errors import ParamError
-from deepfake_detector.files import atomic_path, remove_stale_temps, write_json
+from deepfake_detector.files import remove_stale_temps, scratch_path, write_json
 from deepfake_detector.params import as_dict, load_section
 from deepfake_detector.sources import archive
 
@@ -58,7 +58,7 @@ def fetch(params, limits: archive.Limits) -> dict:
     if params.source == "kaggle":
         from deepfake_detector.sources import kaggle
 
-        with atomic_path(RAW_DIR / "kaggle-download.zip", suffix=".zip.tmp") as download:
+        with scratch_path(RAW_DIR, suffix=".zip.tmp") as download:
             info = kaggle.download(params.kaggle.dataset, params.kaggle.version, download, limits)
             summary = local.import_dataset(download, ARCHIVE, params.carve, limits, move=True)
         return {"kaggle": info, "summary": summary}

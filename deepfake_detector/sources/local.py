@@ -1,0 +1,208 @@
+"""``data.source: local``: a user's zip or extracted folder -> the canonical archive.
+
+The canonical archive holds ``Dataset/{Train,Validation,Test}/{Real,Fake}/<relative>``, stored
+(JPEGs don't compress, and preprocess reads members directly), in sorted order with fixed
+timestamps, so the same input always gives a byte-identical file. Members are streamed one at a
+time: the real dataset (1.7 GB, 190k files) is never held in memory.
+
+Missing splits are carved out of Train (or out of everything, when there are no splits):
+
+* stratified: per class, Validation and Test get round-half-up(fraction x that class's Train
+  images), at least 1 when the fraction is > 0, so both classes are in every split;
+* exact duplicates stay together: images are grouped by the sha256 of their bytes and a group is
+  placed whole, so a copy of a Test image can never be in Train (groups whose copies carry both
+  labels stay in Train, where preprocess's duplicate check reports them);
+* seeded: groups are ranked by sha256(f"{seed}:{digest}") and handed out in that order, which
+  depends on no library's RNG and does not move other images when one is added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import shutil
+import zipfile
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+from tqdm import tqdm
+
+from .. import CLASS_NAMES, SPLITS
+from ..errors import DataError
+from ..files import atomic_path
+from . import archive
+from .layout import SPLIT_FOLDERS, Layout, Member, canonical_name, detect
+
+PARAM = "data.local_path"
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: no mtimes leak into the archive
+CARVED = ("validation", "test")
+
+
+@contextlib.contextmanager
+def _open_source(src: Path, limits: archive.Limits):
+    """Yield (kind, file names, read(name) -> bytes) for a folder or a zip; refuse anything else."""
+    fix = f"set {PARAM} in params.yaml to the dataset's .zip file or its extracted folder"
+    if src.is_dir():
+        names = archive.list_folder(src, limits)
+
+        def read_file(name: str) -> bytes:
+            with open(src / name, "rb") as handle:
+                data = handle.read(limits.max_member_bytes + 1)
+            if len(data) > limits.max_member_bytes:  # it grew since it was listed
+                raise DataError(f"{src / name}: over data.max_member_mb; remove it or raise the cap")
+            return data
+
+        yield "folder", names, read_file
+        return
+    if not src.exists():
+        raise DataError(f"{PARAM}: {src} does not exist; {fix}")
+    if not src.is_file() or not (src.suffix.lower() == ".zip" or zipfile.is_zipfile(src)):
+        raise DataError(f"{PARAM}: {src} is neither a folder nor a .zip file; {fix}")
+    with archive.open_zip(src, limits) as zf:
+        names = [info.filename for info in zf.infolist() if not info.is_dir()]
+
+        def read_member(name: str) -> bytes:
+            try:
+                return archive.read_member(zf, name, limits)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise DataError(f"{src}: member {name!r} is corrupt ({exc}); "
+                                "re-create or download the archive again") from None
+
+        yield "zip", names, read_member
+
+
+def _target(fraction: float, total: int) -> int:
+    """Images of one class to carve: round half up, at least one when asked for any."""
+    return 0 if fraction <= 0 else max(1, math.floor(fraction * total + 0.5))
+
+
+def _rank(seed: int, digest: str) -> bytes:
+    return hashlib.sha256(f"{seed}:{digest}".encode()).digest()
+
+
+def _carve_label(label: int, sizes: dict[str, int], fractions: dict[str, float], seed: int,
+                 origin: str) -> dict[str, str]:
+    """digest -> carved split for one class's duplicate groups (the rest stay in Train)."""
+    total = sum(sizes.values())
+    targets = {split: _target(fraction, total) for split, fraction in fractions.items()}
+    order = sorted(sizes, key=lambda digest: _rank(seed, digest))
+    counts = dict.fromkeys(targets, 0)
+    placed: dict[str, str] = {}
+    for digest in order:
+        # A group that would overshoot is skipped, not split, so the next ones can still fit exactly.
+        split = next((s for s, t in targets.items() if counts[s] + sizes[digest] <= t), None)
+        if split:
+            placed[digest] = split
+            counts[split] += sizes[digest]
+    for split in targets:
+        rest = [d for d in order if d not in placed]
+        if counts[split] == 0 and len(rest) > 1:
+            # Every group left was larger than the target: overshoot rather than leave the class out.
+            digest = min(rest, key=sizes.__getitem__)
+            placed[digest] = split
+            counts[split] += sizes[digest]
+    if 0 in counts.values() or len(placed) == len(order):
+        carved = " and ".join(SPLIT_FOLDERS[s] for s in targets)
+        raise DataError(f"{origin}: too few distinct {CLASS_NAMES[label]} images ({len(order)}) to carve "
+                        f"{carved} and keep some for Train; add images or provide the split folders")
+    return placed
+
+
+def carve_pool(pool: list[Member], digests: dict[str, str], fractions: dict[str, float], seed: int,
+          origin: str) -> dict[str, str]:
+    """name -> split for the images carving draws from (Train, or all of them without splits)."""
+    groups: dict[str, list[Member]] = {}
+    for member in pool:
+        groups.setdefault(digests[member.name], []).append(member)
+    split_of: dict[str, str] = {}
+    for label in (0, 1):
+        sizes = {d: len(ms) for d, ms in groups.items() if {m.label for m in ms} == {label}}
+        split_of.update(_carve_label(label, sizes, fractions, seed, origin))
+    return {m.name: split_of.get(digests[m.name], "train") for m in pool}
+
+
+def _assign(layout: Layout, read, carve_params: SimpleNamespace, origin: str,
+            progress: bool) -> tuple[dict[str, str], list[str]]:
+    """(name -> split for every member, the splits that were carved)."""
+    missing = [s for s in CARVED if s not in layout.splits]
+    split_of = {m.name: m.split for m in layout.members if m.split not in (None, "train")}
+    pool = [m for m in layout.members if m.split in (None, "train")]
+    if not missing:
+        split_of.update((m.name, "train") for m in pool)
+        return split_of, []
+    fractions = {}
+    for split in missing:
+        fractions[split] = getattr(carve_params, f"{split}_fraction")
+        if fractions[split] <= 0:
+            raise DataError(f"{origin} has no {SPLIT_FOLDERS[split]} split and data.carve.{split}_fraction "
+                            f"is 0; set data.carve.{split}_fraction in params.yaml (e.g. 0.1) or add "
+                            f"{SPLIT_FOLDERS[split]}/ folders")
+    digests = {m.name: hashlib.sha256(read(m.name)).hexdigest()
+               for m in tqdm(pool, desc="hashing for carving", unit="file", disable=not progress)}
+    split_of.update(carve_pool(pool, digests, fractions, carve_params.seed, origin))
+    return split_of, missing
+
+
+def _write(entries: list[tuple[str, str]], read, dest_zip: Path, progress: bool) -> None:
+    """Write (canonical name, source name) pairs, already sorted, atomically and reproducibly."""
+    with atomic_path(dest_zip) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
+            for canonical, name in tqdm(entries, desc=f"writing {dest_zip.name}", unit="file",
+                                        disable=not progress):
+                info = zipfile.ZipInfo(canonical, date_time=FIXED_TIME)
+                info.create_system = 3  # Unix, whichever OS writes it
+                info.external_attr = 0o100644 << 16
+                out.writestr(info, read(name))
+
+
+def _is_canonical(layout: Layout) -> bool:
+    return (layout.ignored == 0 and layout.splits == SPLITS
+            and all(m.name == canonical_name(m.split, m.label, m.relative) for m in layout.members))
+
+
+def _copy(src: Path, dest_zip: Path, move: bool) -> None:
+    if dest_zip.exists() and os.path.samefile(src, dest_zip):
+        return
+    if move:
+        dest_zip.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # e.g. another filesystem: copy below instead
+            os.replace(src, dest_zip)
+            return
+    with atomic_path(dest_zip) as tmp:
+        shutil.copyfile(src, tmp)
+    if move:
+        src.unlink()
+
+
+def import_dataset(src: Path, dest_zip: Path, carve: SimpleNamespace, limits: archive.Limits, *,
+                   move: bool = False, progress: bool = True) -> dict:
+    """Turn a dataset zip or folder into the canonical archive ``dest_zip``; return a summary.
+
+    An archive already in canonical form (all three splits, nothing else in it) is CRC-checked and
+    copied instead of repacked, keeping the downloaded bytes; ``move=True`` (for a temp download the
+    caller no longer needs) renames it instead. When it has to be repacked, ``src`` is left alone
+    either way: deleting it is the caller's business.
+    """
+    src, dest_zip, origin = Path(src), Path(dest_zip), str(src)
+    with _open_source(src, limits) as (kind, names, read):
+        layout = detect(names, origin)
+        shortcut = kind == "zip" and _is_canonical(layout)
+        if shortcut:
+            split_of, carved = {m.name: m.split for m in layout.members}, []
+        else:
+            split_of, carved = _assign(layout, read, carve, origin, progress)
+            entries = sorted((canonical_name(split_of[m.name], m.label, m.relative), m.name)
+                             for m in layout.members)
+            _write(entries, read, dest_zip, progress)
+    if shortcut:
+        archive.verify_zip(src, limits)  # every CRC, as repacking would have checked them
+        _copy(src, dest_zip, move)
+    counts = {split: {name.lower(): 0 for name in CLASS_NAMES} for split in SPLITS}
+    for member in layout.members:
+        counts[split_of[member.name]][CLASS_NAMES[member.label].lower()] += 1
+    return {"layout": layout.description, "src": origin, "kind": kind, "repacked": not shortcut,
+            "carved": {split: split in carved for split in CARVED}, "counts": counts,
+            "ignored": layout.ignored}
