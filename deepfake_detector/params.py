@@ -102,7 +102,7 @@ SCHEMA: dict[str, dict] = {
         "duplicates": {
             "cross_split": Choice("drop", "keep"),
             "within_split": Choice("keep", "drop"),
-            "near_hamming": Int(0, 32),
+            "near_hamming": Int(0, 10),  # search cost grows ~4-5x per +2 bits
             "near_cross_split": Choice("report", "drop"),
         },
     },

@@ -29,6 +29,7 @@ from .files import write_json
 from .sources import archive, layout
 
 MANIFEST_FILE = "manifest.csv"
+NEAR_FILE = "near_duplicates.csv"  # the closest cross-split near-duplicate pairs, to look at by eye
 MANIFEST_COLUMNS = ["index", "path", "split", "label", "sha256", "phash", "width", "height",
                     "format", "status", "reason"]
 IN_FLIGHT = 2048  # images read but not yet written: the bound that keeps memory flat
@@ -107,14 +108,14 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
         for writer in writers.values():
             writer.close()
         shards = {s: writers[s].shards for s in SPLITS}
-    seconds = time.perf_counter() - started
     near = state.near_audit(params.duplicates)
+    _write_near_examples(tmp_dir / NEAR_FILE, near["examples"], members)
     if params.duplicates.near_cross_split == "drop" and near["drop"]:
         shards = _drop_near(tmp_dir, shards, near["drop"], members, manifest_path)
     _write_index(tmp_dir, shards, params.image_size)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp_dir, out_dir)
-    return state.report(shards, near, seconds)
+    return state.report(shards, near, time.perf_counter() - started)
 
 
 class _State:
@@ -127,6 +128,8 @@ class _State:
         self.phash = np.zeros(total, dtype=np.uint64)
         self.kept = np.zeros(total, dtype=bool)
         self.split_id = np.zeros(total, dtype=np.int8)
+        self.group = np.zeros(total, dtype=np.int64)  # exact-duplicate group: near-dup audit skips those
+        self.group_of: dict[str, int] = {}
 
     def decide(self, index: int, member, sha: str, result) -> tuple[str, str]:
         if result.status == "skipped":
@@ -154,15 +157,18 @@ class _State:
         self.kept[index] = True
         self.phash[index] = result.phash
         self.split_id[index] = SPLITS.index(member.split)
+        self.group[index] = self.group_of.setdefault(sha, len(self.group_of))
         return result.status, result.reason
 
     def near_audit(self, dup) -> dict:
         started = time.perf_counter()
         kept = np.flatnonzero(self.kept)
-        report = neardup.audit(self.phash[kept], self.split_id[kept], dup.near_hamming)
+        report = neardup.audit(self.phash[kept], self.split_id[kept], dup.near_hamming,
+                               groups=self.group[kept])
         drop = set(kept[report.later_matched].tolist()) if dup.near_cross_split == "drop" else set()
+        examples = [(int(kept[i]), int(kept[j]), d) for i, j, d in report.examples]
         return {"within_split": report.within_split, "cross_split": report.cross_split,
-                "later_matched": int(report.later_matched.sum()), "drop": drop,
+                "later_matched": int(report.later_matched.sum()), "drop": drop, "examples": examples,
                 "seconds": time.perf_counter() - started}
 
     def report(self, shards: dict, near: dict, seconds: float) -> dict:
@@ -201,6 +207,13 @@ def _drop_near(folder: Path, shards: dict, drop: set[int], members, manifest_pat
     manifest.loc[hit, "reason"] = "near_duplicate_of_earlier_split"
     manifest.to_csv(manifest_path, index=False)
     return shards
+
+
+def _write_near_examples(path: Path, examples: list, members) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["earlier", "later", "distance"])
+        writer.writerows([members[i].name, members[j].name, d] for i, j, d in examples)
 
 
 def _write_index(folder: Path, shards: dict, image_size: int) -> None:
