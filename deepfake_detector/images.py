@@ -1,12 +1,57 @@
 """Image checks and fingerprints: decode, validate, convert losslessly, and hash.
 
-(Being written: ``inspect`` and friends. ``phash64`` is final.)
+``inspect(data, image_size, max_pixels)`` is the per-image work of the preprocess stage. It runs
+in worker processes, so this module must never import TensorFlow. Its contract: every payload it
+returns decodes with ``tf.io.decode_image(payload, channels=3, expand_animations=False)`` to an
+``image_size x image_size x 3`` uint8 image, and input it cannot read comes back as ``"skipped"``
+with a reason, never as an exception.
+
+Forensic traces live in high frequencies, so nothing is ever re-encoded lossily:
+
+* ``ok``: a baseline/progressive 8-bit RGB JPEG already ``image_size`` square passes through byte
+  for byte. Only JPEG does: re-encoding any other input as PNG is lossless anyway, and this way
+  every payload is either a JPEG we validated or a PNG we wrote ourselves.
+* ``converted``: anything else that decodes is fixed (3 channels, 8 bits, square, sized) and stored
+  as lossless PNG; ``reason`` lists what was fixed, in ``CONVERT_REASONS`` order.
+* ``skipped``: ``reason`` is one of ``SKIP_REASONS``.
 """
 
 from __future__ import annotations
 
+import io
+import re
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# We enforce our own pixel cap (``max_pixels``) from the header, before any decoding; Pillow's
+# built-in guard would otherwise warn or raise at its own, different limit.
+Image.MAX_IMAGE_PIXELS = None
+# Strict decoding: a truncated file is an error, not an image with a grey bottom.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+SKIP_REASONS = ("empty", "not_image", "truncated", "corrupt", "too_large", "unsupported")
+CONVERT_REASONS = ("resized", "grayscale", "alpha", "16bit", "cmyk", "palette", "color_mode",
+                   "non_jpeg", "jpeg_variant", "animated")
+
+# The only formats we decode (JPEG first: Image.open tries them in this order; Pillow's JPEG opener
+# also yields "MPO", multi-picture JPEGs). Other formats Pillow can identify are "unsupported" and
+# never decoded: some plugins run external programs (EPS -> Ghostscript), and rarely used decoders
+# are attack surface.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Files that start like an image but cannot be opened are broken images, not "not_image".
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+_PNG_END = b"IEND\xaeB`\x82"
+
+# A JPEG marker: 0xFF followed by a byte that is not a stuffed zero, a restart marker (both occur
+# inside entropy-coded data) or another 0xFF (fill).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Start-of-frame codes TensorFlow's libjpeg certainly decodes: baseline, extended, progressive
+# Huffman. Lossless, hierarchical and arithmetic-coded JPEGs are decoded by Pillow and converted.
+_SOF_PASS = (0xC0, 0xC1, 0xC2)
+_SOF_ALL = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # minus DHT, JPG, DAC
 
 
 def phash64(gray: np.ndarray) -> int:
@@ -18,3 +63,184 @@ def phash64(gray: np.ndarray) -> int:
     low = cv2.dct(small)[:8, :8].ravel()
     bits = low > np.median(low)
     return int(np.packbits(bits).view(">u8")[0])
+
+
+@dataclass(frozen=True)
+class Inspection:
+    status: str  # "ok" | "converted" | "skipped"
+    reason: str  # "" for ok; ";"-joined CONVERT_REASONS; or one of SKIP_REASONS
+    width: int | None  # original size from the header (None if unknown)
+    height: int | None
+    format: str | None  # Pillow's format name: "JPEG", "PNG", ...
+    payload: bytes | None  # original bytes (ok), PNG bytes (converted), None (skipped)
+    phash: int | None  # phash64 of the stored pixels' grey, None when skipped
+
+
+def inspect(data: bytes, image_size: int, max_pixels: int) -> Inspection:
+    """Check one image file's bytes and return what to store (see the module docstring)."""
+    if not data:
+        return _skip("empty")
+    try:  # reads the header only
+        im = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        return _skip(_unidentified(data))
+    except Exception as exc:  # a plugin choked on a malformed header
+        return _skip(_failure(data, exc))
+    width, height = im.size
+    fmt = im.format
+    if width * height > max_pixels:  # decompression-bomb guard: decided before any pixel exists
+        return _skip("too_large", width, height, fmt)
+
+    reasons, broken = _file_reasons(im, data)
+    if broken:
+        return _skip(broken, width, height, fmt)
+    size_ok = width == height == image_size
+    try:
+        if fmt == "JPEG" and im.mode == "RGB" and size_ok and not reasons:
+            return _pass_through(im, data)
+        im.load()  # strict: raises on truncated or broken data
+    except Exception as exc:
+        reason = "unsupported" if "jpeg_variant" in reasons else _failure(data, exc)
+        return _skip(reason, width, height, fmt)
+    try:
+        rgb = _to_rgb(im, reasons)
+    except Exception:  # a mode Pillow cannot convert to RGB
+        return _skip("unsupported", width, height, fmt)
+    if not size_ok:
+        rgb = _square(rgb, image_size)
+        reasons.add("resized")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1])  # lossless; level 1 is fast
+    if not ok:
+        return _skip("unsupported", width, height, fmt)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    reason = ";".join(r for r in CONVERT_REASONS if r in reasons)
+    return Inspection("converted", reason, width, height, fmt, png.tobytes(), phash64(gray))
+
+
+def _file_reasons(im: Image.Image, data: bytes) -> tuple[set[str], str]:
+    """(what about the file rules out pass-through, skip reason if it is broken else "")."""
+    reasons: set[str] = set()
+    if im.format in ("JPEG", "MPO"):
+        # Pillow accepts a JPEG whose scans decode even if what follows them is broken (no EOI, a
+        # stray marker whose length runs past the end ...); TensorFlow's libjpeg rejects those.
+        sof, precision = _jpeg_structure(data)
+        if sof is None:
+            return reasons, _failure(data, None)
+        if sof not in _SOF_PASS or precision != 8:
+            reasons.add("jpeg_variant")
+    else:
+        reasons.add("non_jpeg")
+    if getattr(im, "is_animated", False):  # GIF/WebP/APNG/MPO/multi-page TIFF: first frame
+        reasons.add("animated")
+    if ";16" in str(im.tile[0].args if im.tile else ""):  # 16-bit RGB(A) PNG/TIFF load as 8 bits
+        reasons.add("16bit")
+    return reasons, ""
+
+
+def _pass_through(im: Image.Image, data: bytes) -> Inspection:
+    # Decode luma only: libjpeg still reads and entropy-decodes every byte of every scan, so it
+    # fails exactly where a full RGB decode fails; what it skips (chroma IDCT, upsampling, colour
+    # conversion) cannot fail. It saves ~40% of the time, and the luma is the grey to hash.
+    width, height = im.size
+    im.draft("L", im.size)
+    im.load()
+    gray = np.asarray(im)
+    if gray.ndim == 3:  # draft declined (it never does for a single-tile RGB JPEG)
+        gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
+    return Inspection("ok", "", width, height, im.format, data, phash64(gray))
+
+
+def _to_rgb(im: Image.Image, reasons: set[str]) -> np.ndarray:
+    """A loaded image as an 8-bit RGB array, noting in ``reasons`` what had to change."""
+    mode = im.mode
+    # Alpha is dropped, not composited: the colour samples stay exactly as stored (compositing
+    # would rewrite every semi-transparent pixel), and it is what tf.io.decode_image(channels=3)
+    # does with an RGBA/LA PNG, so a file fed straight to TensorFlow gives the same pixels.
+    if mode in ("RGBA", "RGBa", "LA", "PA") or "transparency" in im.info:
+        reasons.add("alpha")
+    if mode in ("P", "PA"):
+        reasons.add("palette")
+    if mode == "CMYK":
+        reasons.add("cmyk")
+    if mode in ("1", "L", "LA", "I") or mode.startswith("I;16"):
+        reasons.add("grayscale")
+        gray = _gray8(im)
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    if mode not in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK"):
+        reasons.add("color_mode")  # YCbCr, LAB, HSV, F ...: Pillow's conversion
+    return np.asarray(im if mode == "RGB" else im.convert("RGB"))
+
+
+def _gray8(im: Image.Image) -> np.ndarray:
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        values = np.asarray(im).astype(np.int64).clip(0, 65535)
+        # 16 -> 8 bits by the high byte (65535 -> 255, linear, within 1 of exact rounding): what
+        # Pillow does for 16-bit RGB and TensorFlow for 16-bit PNG, so every 16-bit path agrees.
+        return (values >> 8).astype(np.uint8)
+    return np.asarray(im if im.mode == "L" else im.convert("L"))
+
+
+def _square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square, then resize to ``size`` (area to shrink, cubic to enlarge)."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = rgb[top:top + side, left:left + side]
+    if side == size:
+        return np.ascontiguousarray(crop)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return cv2.resize(crop, (size, size), interpolation=interpolation)
+
+
+def _jpeg_structure(data: bytes) -> tuple[int | None, int]:
+    """Walk the JPEG's markers the way libjpeg reads them, up to EOI.
+
+    Returns (start-of-frame code, sample precision), or (None, 0) when the walk runs off the end
+    (no EOI, or a segment longer than the file). Bytes after EOI are ignored, as libjpeg does.
+    """
+    pos, end, sof, precision = 2, len(data), None, 0
+    while True:
+        found = _JPEG_MARKER.search(data, pos)  # also skips entropy-coded data after SOS
+        if found is None:
+            return None, 0
+        code, pos = data[found.start() + 1], found.end()
+        if code == 0xD9:  # EOI
+            return (sof, precision) if sof is not None else (None, 0)
+        if code == 0x01:  # TEM: no length
+            continue
+        if code == 0xD8 or pos + 2 > end:  # a second SOI is fatal to libjpeg
+            return None, 0
+        if code in _SOF_ALL:
+            if sof is not None or pos + 2 >= end:  # a second frame header is fatal to libjpeg too
+                return None, 0
+            sof, precision = code, data[pos + 2]
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        pos += length
+        if length < 2 or pos > end:
+            return None, 0
+
+
+def _failure(data: bytes, exc: Exception | None) -> str:
+    """Why a file that looks like an image did not decode: "truncated" or "corrupt"."""
+    tail = data.rstrip(b"\x00")  # some writers pad files with zeros
+    if data.startswith(b"\xff\xd8"):  # JPEG and PNG say where they end: trust that over messages
+        return "corrupt" if tail.endswith(b"\xff\xd9") else "truncated"
+    if data.startswith(b"\x89PNG"):
+        return "corrupt" if tail.endswith(_PNG_END) else "truncated"
+    return "truncated" if exc is not None and "truncated" in str(exc).lower() else "corrupt"
+
+
+def _unidentified(data: bytes) -> str:
+    if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return _failure(data, None)
+    try:  # an image, but in a format we do not decode (PSD, EPS, ICO ...)?  Header only.
+        Image.open(io.BytesIO(data))
+        return "unsupported"
+    except Exception:
+        return "not_image"
+
+
+def _skip(reason: str, width: int | None = None, height: int | None = None,
+          fmt: str | None = None) -> Inspection:
+    return Inspection("skipped", reason, width, height, fmt, None, None)
