@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import CLASS_NAMES, SPLITS, images, neardup
+from . import CLASS_NAMES, SPLITS, images, neardup, records
 from .errors import DataError
 from .files import write_json
 from .sources import archive, layout
@@ -49,6 +49,9 @@ _worker_args: tuple[int, int] = (0, 0)
 
 def _init_worker(zip_path: str, image_size: int, max_pixels: int) -> None:
     global _worker_zip, _worker_args
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes; nested threads only contend
     _worker_zip = zipfile.ZipFile(zip_path)
     _worker_args = (image_size, max_pixels)
 
@@ -89,8 +92,6 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     tasks = (Task(i, m.name) for i, m in enumerate(members))
     with open(manifest_path, "w", newline="") as handle, \
             context.Pool(workers, _init_worker, (str(zip_path), params.image_size, params.max_pixels)) as pool:
-        from . import records  # TensorFlow loads here, after the workers are spawned
-
         writers = {s: records.ShardWriter(tmp_dir, s, params.shard_images) for s in SPLITS}
         manifest = csv.writer(handle)
         manifest.writerow(MANIFEST_COLUMNS)
@@ -107,11 +108,11 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
                                status, reason])
         for writer in writers.values():
             writer.close()
-        shards = {s: writers[s].shards for s in SPLITS}
     near = state.near_audit(params.duplicates)
     _write_near_examples(tmp_dir / NEAR_FILE, near["examples"], members)
     if params.duplicates.near_cross_split == "drop" and near["drop"]:
-        shards = _drop_near(tmp_dir, shards, near["drop"], members, manifest_path)
+        _drop_near(writers, near["drop"], members, manifest_path)
+    shards = {s: writers[s].shards for s in SPLITS}
     _write_index(tmp_dir, shards, params.image_size)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp_dir, out_dir)
@@ -195,18 +196,18 @@ class _State:
         }
 
 
-def _drop_near(folder: Path, shards: dict, drop: set[int], members, manifest_path: Path) -> dict:
+def _drop_near(writers: dict, drop: set[int], members, manifest_path: Path) -> None:
     """Policy near_cross_split=drop: remove the later-split copies from the shards and the manifest."""
-    from . import records
     import pandas as pd
 
-    shards = {s: records.filter_shards(folder, shards[s], drop) for s in SPLITS}
+    labels = [m.label for m in members]
+    for writer in writers.values():
+        writer.drop(drop, labels)
     manifest = pd.read_csv(manifest_path, keep_default_na=False, dtype={"phash": str, "sha256": str})
     hit = manifest["index"].isin(drop)
     manifest.loc[hit, "status"] = "dropped"
     manifest.loc[hit, "reason"] = "near_duplicate_of_earlier_split"
     manifest.to_csv(manifest_path, index=False)
-    return shards
 
 
 def _write_near_examples(path: Path, examples: list, members) -> None:
@@ -223,5 +224,5 @@ def _write_index(folder: Path, shards: dict, image_size: int) -> None:
         splits[split] = {"records": sum(s["records"] for s in kept),
                          "real": sum(s["real"] for s in kept),
                          "fake": sum(s["fake"] for s in kept), "shards": kept}
-    write_json(folder / "records.json", {"image_size": image_size,
+    write_json(folder / records.INDEX_FILE, {"image_size": image_size,
                                          "class_names": list(CLASS_NAMES), "splits": splits})
