@@ -102,7 +102,12 @@ def test_metrics_diff_between_branches_in_a_fresh_clone(tmp_path):
     run(["git", "clone", "-q", "-b", "variant", str(project), str(clone)], cwd=tmp_path)
     run(["git", "branch", "-q", "main", "origin/main"], cwd=clone)
     diff = json.loads(dvc("metrics", "diff", "main", "--json", cwd=clone).stdout)
-    eval_diff = diff["metrics/eval.json"]
-    assert eval_diff["test.roc_auc"]["diff"] != 0 or eval_diff["test.log_loss"]["diff"] != 0
-    params_diff = json.loads(dvc("params", "diff", "main", "--json", cwd=clone).stdout)
-    assert params_diff["params.yaml"]["train.learning_rate"] == {"old": 0.002, "new": 0.0005}
+    # what changed shows up with its old (main) and new (this branch) values, read from git alone
+    committed = {ref: json.loads(run(["git", "show", f"{ref}:metrics/eval.json"], cwd=clone).stdout)
+                 for ref in ("main", "variant")}
+    loss = diff["metrics/eval.json"]["test.log_loss"]
+    assert loss["old"] == pytest.approx(committed["main"]["test"]["log_loss"])
+    assert loss["new"] == pytest.approx(committed["variant"]["test"]["log_loss"]) and loss["diff"] != 0
+    params_diff = json.loads(dvc("params", "diff", "main", "--json", cwd=clone).stdout)["params.yaml"]
+    assert params_diff["train.learning_rate"]["new"] == 0.0005
+    assert (params_diff["train.augment.flip"]["old"], params_diff["train.augment.flip"]["new"]) == (True, False)
