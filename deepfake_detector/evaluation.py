@@ -13,10 +13,16 @@ from . import CLASS_NAMES
 
 
 def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score cut (predict Fake when score >= cut) with the best balanced accuracy."""
+    """The score cut (predict Fake when score >= cut) with the best balanced accuracy.
+
+    Every cut between the best-scoring validation score and the next lower one gives the same
+    validation result; the midpoint leaves a margin on both sides instead of sitting on one image.
+    """
     fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
     balanced = (tpr + 1 - fpr) / 2
     best = int(np.argmax(balanced[1:])) + 1  # thresholds[0] is +inf: "never say fake"
+    if best + 1 < len(thresholds):
+        return float((thresholds[best] + thresholds[best + 1]) / 2)
     return float(thresholds[best])
 
 
