@@ -4,6 +4,7 @@ leaves only a temp file that the next run overwrites."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -67,3 +68,12 @@ def remove_stale_temps(folder: str | os.PathLike) -> None:
         for leftover in folder.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (archives are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

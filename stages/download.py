@@ -8,14 +8,13 @@ has none), plus data/raw/source.json recording where it came from (dataset, vers
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
 
 from deepfake_detector import stage
 from deepfake_detector.errors import ParamError
-from deepfake_detector.files import remove_stale_temps, scratch_path, write_json
+from deepfake_detector.files import remove_stale_temps, scratch_path, sha256_file, write_json
 from deepfake_detector.params import as_dict, load_section
 from deepfake_detector.sources import archive
 
@@ -38,14 +37,6 @@ def check(params) -> None:
         from deepfake_detector.sources import kaggle
 
         log.info("kaggle credentials: %s", kaggle.check_credentials())
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(params, limits: archive.Limits) -> dict:
@@ -75,7 +66,7 @@ def main() -> None:
     info = fetch(params, limits)
     write_json(SOURCE_INFO, {"source": params.source, **info,
                              "archive": {"file": ARCHIVE.name, "bytes": ARCHIVE.stat().st_size,
-                                         "sha256": sha256_of(ARCHIVE)},
+                                         "sha256": sha256_file(ARCHIVE)},
                              "seconds": round(time.perf_counter() - started, 2)})
     log.info("download: %s ready (%.1f MB)", ARCHIVE, ARCHIVE.stat().st_size / 1e6)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import hashlib
 import io
 import json
 import os
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError, ParamError, UserError
+from ..files import sha256_file
 from . import archive
 
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
@@ -270,14 +270,6 @@ def _remove_stale_downloads(dest_zip: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -506,7 +498,7 @@ def download(dataset: str, version: int | None, dest_zip: str | os.PathLike, lim
         if members == 0:
             raise DataError(f"the archive Kaggle sent for '{dataset}' is empty (no files); check "
                             "data.kaggle.dataset and data.kaggle.version in params.yaml")
-        digest = _sha256(part)
+        digest = sha256_file(part)
         _fsync(part)
         os.replace(part, dest_zip)
     finally:
