@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 import badimages
-from projectcopy import dvc, make_project, run, set_params
+from kaggle_server import kaggle_server  # noqa: F401  (pytest fixture)
+from projectcopy import dvc, make_project, project_env, run, set_params
 
 
 @pytest.mark.parametrize("stage, key, value", [
@@ -127,3 +128,28 @@ def test_fake_is_the_positive_class_end_to_end(tmp_path):
     all_fake = evaluate(0.0, 1.0)
     assert all_fake["recall"] == 1.0
     assert all_fake["confusion"] == {"tn": 0, "fp": 10, "fn": 0, "tp": 10}
+
+
+@pytest.mark.slow
+def test_kaggle_source_through_dvc_with_the_real_client(kaggle_server, tmp_path):
+    """`dvc repro` with data.source=kaggle fetches from the loopback Kaggle API and preprocesses it."""
+    project = make_project(tmp_path / "project", {"data.source": "kaggle",
+                                                  "data.kaggle.dataset": kaggle_server.dataset})
+    env = kaggle_server.child_env(project_env())
+    dvc("repro", "preprocess", cwd=project, env=env)
+    source = json.loads((project / "data/raw/source.json").read_text())
+    assert source["kaggle"]["sha256"] == kaggle_server.sha256 and source["kaggle"]["version"] == 3
+    data = json.loads((project / "metrics/data.json").read_text())
+    assert data["train"] == {"real": 2, "fake": 2} and data["source"]["kaggle"]["version"] == 3
+    assert "DownloadDataset" in " ".join(kaggle_server.calls())
+    assert kaggle_server.key not in (project / "data/raw/source.json").read_text()
+
+
+def test_kaggle_without_credentials_stops_before_any_work(kaggle_server, tmp_path):
+    project = make_project(tmp_path / "project", {"data.source": "kaggle"})
+    kaggle_server.env(tmp_path / "nobody", "none")
+    result = run([sys.executable, "-m", "stages.download"], cwd=project, check=False,
+                 env=kaggle_server.child_env(project_env()))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "kaggle.json" in result.stderr
+    assert kaggle_server.requests == [] and not (project / "data/raw/dataset.zip").exists()
