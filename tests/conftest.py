@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from projectcopy import ROOT, TINY_PARAMS, dvc, make_project, project_env, run, set_params  # noqa: F401
+from kaggle_server import kaggle_server  # noqa: F401  (the loopback Kaggle API fixture)
+from projectcopy import make_project
 
 
 @pytest.fixture

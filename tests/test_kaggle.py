@@ -22,10 +22,7 @@ from deepfake_detector.errors import DataError, ParamError, UserError
 from deepfake_detector.sources import archive
 from deepfake_detector.sources import kaggle as kaggle_source
 
-try:
-    from kaggle_server import KEY, TOKEN, USERNAME, KaggleTestServer, apply_env, kaggle_server  # noqa: F401
-except ImportError:  # tests/ became a package
-    from tests.kaggle_server import KEY, TOKEN, USERNAME, KaggleTestServer, apply_env, kaggle_server  # noqa: F401
+from kaggle_server import KEY, TOKEN, USERNAME, apply_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = archive.Limits(max_member_bytes=2**20, max_total_bytes=2**26)

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 import badimages
-from kaggle_server import kaggle_server  # noqa: F401  (pytest fixture)
 from projectcopy import dvc, make_project, project_env, run, set_params
 
 
