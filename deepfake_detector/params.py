@@ -107,7 +107,7 @@ SCHEMA: dict[str, dict] = {
         },
     },
     "train": {
-        "model": Choice("mobilenet_v3_small", "seed_cnn", "efficientnet_b0", "xception"),
+        "model": Choice("compact_cnn", "mobilenet_v3_small", "efficientnet_b0", "xception", "seed_cnn"),
         "weights": Choice("none", "imagenet"),
         "image_size": Int(32, 1024),
         "batch_size": Int(1, 4096),
