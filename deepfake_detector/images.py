@@ -79,21 +79,21 @@ class Inspection:
 def inspect(data: bytes, image_size: int, max_pixels: int) -> Inspection:
     """Check one image file's bytes and return what to store (see the module docstring)."""
     if not data:
-        return _skip("empty")
+        return skipped("empty")
     try:  # reads the header only
         im = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        return _skip(_unidentified(data))
+        return skipped(_unidentified(data))
     except Exception as exc:  # a plugin choked on a malformed header
-        return _skip(_failure(data, exc))
+        return skipped(_failure(data, exc))
     width, height = im.size
     fmt = im.format
     if width * height > max_pixels:  # decompression-bomb guard: decided before any pixel exists
-        return _skip("too_large", width, height, fmt)
+        return skipped("too_large", width, height, fmt)
 
     reasons, broken = _file_reasons(im, data)
     if broken:
-        return _skip(broken, width, height, fmt)
+        return skipped(broken, width, height, fmt)
     size_ok = width == height == image_size
     try:
         if fmt == "JPEG" and im.mode == "RGB" and size_ok and not reasons:
@@ -101,18 +101,18 @@ def inspect(data: bytes, image_size: int, max_pixels: int) -> Inspection:
         im.load()  # strict: raises on truncated or broken data
     except Exception as exc:
         reason = "unsupported" if "jpeg_variant" in reasons else _failure(data, exc)
-        return _skip(reason, width, height, fmt)
+        return skipped(reason, width, height, fmt)
     try:
         rgb = _to_rgb(im, reasons)
     except Exception:  # a mode Pillow cannot convert to RGB
-        return _skip("unsupported", width, height, fmt)
+        return skipped("unsupported", width, height, fmt)
     if not size_ok:
         rgb = _square(rgb, image_size)
         reasons.add("resized")
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_PNG_COMPRESSION, 1])  # lossless; level 1 is fast
     if not ok:
-        return _skip("unsupported", width, height, fmt)
+        return skipped("unsupported", width, height, fmt)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     reason = ";".join(r for r in CONVERT_REASONS if r in reasons)
     return Inspection("converted", reason, width, height, fmt, png.tobytes(), phash64(gray))
@@ -241,6 +241,6 @@ def _unidentified(data: bytes) -> str:
         return "not_image"
 
 
-def _skip(reason: str, width: int | None = None, height: int | None = None,
+def skipped(reason: str, width: int | None = None, height: int | None = None,
           fmt: str | None = None) -> Inspection:
     return Inspection("skipped", reason, width, height, fmt, None, None)

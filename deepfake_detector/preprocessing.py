@@ -15,9 +15,7 @@ import os
 import shutil
 import threading
 import time
-import zipfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,28 +35,26 @@ IN_FLIGHT = 2048  # images read but not yet written: the bound that keeps memory
 _READ_LIMITS = archive.Limits(max_member_bytes=2**31, max_total_bytes=2**62)
 
 
-@dataclass(frozen=True)
-class Task:
-    index: int
-    name: str
-
-
-_worker_zip: zipfile.ZipFile | None = None
+_worker_file = None  # each worker's own handle on the archive
 _worker_args: tuple[int, int] = (0, 0)
 
 
 def _init_worker(zip_path: str, image_size: int, max_pixels: int) -> None:
-    global _worker_zip, _worker_args
+    global _worker_file, _worker_args
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from the worker processes; nested threads only contend
-    _worker_zip = zipfile.ZipFile(zip_path)
+    _worker_file = open(zip_path, "rb")
     _worker_args = (image_size, max_pixels)
 
 
-def _inspect_member(task: Task):
-    data = archive.read_member(_worker_zip, task.name, _READ_LIMITS)
-    return task.index, hashlib.sha256(data).hexdigest(), images.inspect(data, *_worker_args)
+def _inspect_member(task: tuple[int, archive.MemberRef]):
+    index, ref = task
+    try:
+        data = archive.read_ref(_worker_file, ref, _READ_LIMITS)
+    except DataError:  # a damaged member costs that image, not the run
+        return index, "", images.skipped("corrupt")
+    return index, hashlib.sha256(data).hexdigest(), images.inspect(data, *_worker_args)
 
 
 def _bounded(tasks, slots: threading.Semaphore):
@@ -73,7 +69,8 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     ``metrics/data.json`` content. ``params`` is the preprocess section."""
     started = time.perf_counter()
     with archive.open_zip(zip_path, _READ_LIMITS) as zf:
-        found = layout.detect([i.filename for i in zf.infolist()], origin=str(zip_path))
+        refs = {i.filename: archive.MemberRef.of(i) for i in zf.infolist()}
+    found = layout.detect(list(refs), origin=str(zip_path))
     missing = [s for s in SPLITS if s not in found.splits]
     if missing or any(m.split is None for m in found.members):
         raise DataError(f"{zip_path} lacks the {', '.join(missing) or 'split'} split(s) "
@@ -89,7 +86,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     workers = params.workers or os.cpu_count() or 1
     context = multiprocessing.get_context("spawn")  # never fork a process that holds TensorFlow
     slots = threading.Semaphore(IN_FLIGHT)
-    tasks = (Task(i, m.name) for i, m in enumerate(members))
+    tasks = ((i, refs.pop(m.name)) for i, m in enumerate(members))
     with open(manifest_path, "w", newline="") as handle, \
             context.Pool(workers, _init_worker, (str(zip_path), params.image_size, params.max_pixels)) as pool:
         writers = {s: records.ShardWriter(tmp_dir, s, params.shard_images) for s in SPLITS}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -93,6 +94,50 @@ def read_member(archive: zipfile.ZipFile, name: str, limits: Limits) -> bytes:
     if len(data) > limits.max_member_bytes:
         raise DataError(f"{archive.filename}: member {name!r} expands past data.max_member_mb; "
                         "the archive is not what it claims to be")
+    return data
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """Where one member's bytes lie in a zip: enough to read it without the central directory,
+    so worker processes need not each parse (and hold) an index of 190k members."""
+
+    name: str
+    offset: int
+    compressed: int
+    size: int
+    method: int
+    crc: int
+
+    @classmethod
+    def of(cls, info: zipfile.ZipInfo) -> "MemberRef":
+        return cls(info.filename, info.header_offset, info.compress_size, info.file_size,
+                   info.compress_type, info.CRC)
+
+
+def read_ref(handle, ref: MemberRef, limits: Limits) -> bytes:
+    """A member's bytes via its ``MemberRef`` from an open binary file; CRC-checked like zipfile."""
+    handle.seek(ref.offset)
+    header = handle.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise DataError(f"{getattr(handle, 'name', 'archive')}: member {ref.name!r} has no local header; "
+                        "the archive is corrupt, download it again")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    handle.seek(ref.offset + 30 + name_length + extra_length)
+    raw = handle.read(ref.compressed)
+    if ref.method == zipfile.ZIP_STORED:
+        data = raw
+    elif ref.method == zipfile.ZIP_DEFLATED:
+        data = zlib.decompressobj(-15).decompress(raw, limits.max_member_bytes + 1)
+    else:
+        raise DataError(f"{getattr(handle, 'name', 'archive')}: member {ref.name!r} uses compression "
+                        f"method {ref.method}; repack the archive as a plain (stored or deflated) zip")
+    if len(data) > limits.max_member_bytes:
+        raise DataError(f"member {ref.name!r} expands past data.max_member_mb; the archive is not what "
+                        "it claims to be")
+    if zlib.crc32(data) != ref.crc:
+        raise DataError(f"member {ref.name!r} fails its CRC check; the archive is corrupt, "
+                        "download it again")
     return data
 
 
