@@ -8,7 +8,9 @@ Two measurements per model:
 - speed: training steps on the same cached, augmented input pipeline, models alternated over several
   rounds and the median taken, because a shared 2-core VM drifts by ±30% over minutes and one run
   per model would measure the drift as much as the model.
-Usage: python benchmarks/train_models.py [--models mobilenet_v3_small seed_cnn] [--rounds 5]
+Test ROC-AUC is averaged over several training seeds, since one run's AUC moves by about as much with the
+seed as the models differ.
+Usage: python benchmarks/train_models.py [--models mobilenet_v3_small seed_cnn] [--rounds 5] [--seeds 42 1 2]
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import yaml
 from harness import ROOT, dvc, emit, make_project, set_params, timed
 
 
-def accuracy(project: Path, model: str) -> dict:
-    set_params(project, {"train.model": model})
+def accuracy(project: Path, model: str, seed: int, learning_rate: float) -> dict:
+    set_params(project, {"train.model": model, "train.seed": seed, "train.learning_rate": learning_rate})
     timed([str(Path(sys.executable).parent / "dvc"), "repro", "evaluate"], cwd=project)
     train = json.loads((project / "metrics/train.json").read_text())
     test = json.loads((project / "metrics/eval.json").read_text())["test"]
-    return {"test_roc_auc": round(test["roc_auc"], 4), "test_balanced_accuracy": round(test["balanced_accuracy"], 4),
+    return {"seed": seed, "learning_rate": learning_rate, "test_roc_auc": round(test["roc_auc"], 4),
+            "test_balanced_accuracy": round(test["balanced_accuracy"], 4),
             "epochs": train["epochs"], "best_epoch": train["best_epoch"], "parameters": train["parameters"],
             "train_wall_seconds": train["wall_seconds"],
             "pipeline_train_images_per_second": train["train_images_per_second"]}
@@ -66,21 +69,42 @@ def step_rates(project: Path, models: list[str], rounds: int, steps: int = 20) -
             for name, r in rates.items()}
 
 
+def summarize_runs(runs: list[dict]) -> dict:
+    """Mean and spread over seeds of what decides the comparison; every run kept as measured."""
+    aucs = [run["test_roc_auc"] for run in runs]
+    rates = [run["pipeline_train_images_per_second"] for run in runs]
+    return {"test_roc_auc": round(statistics.mean(aucs), 4),
+            "test_roc_auc_stdev": round(statistics.stdev(aucs), 4) if len(aucs) > 1 else None,
+            "pipeline_train_images_per_second": round(statistics.median(rates), 1),
+            "parameters": runs[0]["parameters"], "runs": runs}
+
+
 def main() -> None:
     default_model = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["model"]
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=[default_model, "seed_cnn"])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--learning-rate", nargs="+", default=["seed_cnn=0.003"], metavar="MODEL=RATE",
+                        help="per-model train.learning_rate (default: params.yaml's). The seed CNN diverges "
+                             "at the shipped 0.004 (test ROC-AUC 0.5), so it is compared at 0.003, its best")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2],
+                        help="training seeds per model: one run's AUC moves by ~0.005 with the seed alone")
     args = parser.parse_args()
     models = list(dict.fromkeys(args.models))
+    shipped_rate = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["learning_rate"]
+    rates = {model: shipped_rate for model in models}
+    rates.update({name: float(rate) for name, rate in (item.split("=", 1) for item in args.learning_rate)})
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
         (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
         dvc("repro", "preprocess", cwd=project)
         results = {}
         for model in models:
-            print(f"training {model} through the pipeline...", file=sys.stderr)
-            results[model] = accuracy(project, model)
+            runs = []
+            for seed in args.seeds:
+                print(f"training {model} (seed {seed}) through the pipeline...", file=sys.stderr)
+                runs.append(accuracy(project, model, seed, rates[model]))
+            results[model] = summarize_runs(runs)
         print("timing training steps, models interleaved...", file=sys.stderr)
         for model, rate in step_rates(project, models, args.rounds).items():
             results[model]["train_images_per_second"] = rate
@@ -89,8 +113,10 @@ def main() -> None:
         default, seed = results[default_model], results["seed_cnn"]
         summary["speedup_vs_seed_cnn"] = round(default["train_images_per_second"]["median"]
                                                / seed["train_images_per_second"]["median"], 2)
+        summary["pipeline_speedup_vs_seed_cnn"] = round(default["pipeline_train_images_per_second"]
+                                                        / seed["pipeline_train_images_per_second"], 2)
         summary["auc_difference_vs_seed_cnn"] = round(default["test_roc_auc"] - seed["test_roc_auc"], 4)
-        summary["sample_too_easy"] = seed["test_roc_auc"] >= 0.995
+        summary["sample_too_easy"] = max(run["test_roc_auc"] for run in seed["runs"]) >= 0.995
     emit(summary)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from deepfake_detector import params as params_module
-from deepfake_detector.sources import sample, sample_render
+from deepfake_detector.sources import sample, sample_fakes, sample_render
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_layout_counts_and_jpegs(tmp_path):
     assert summary["splits"]["train"] == {"Real": 5, "Fake": 4}
     assert summary["splits"]["test"] == {"Real": 3, "Fake": 2}
     assert sum(summary["manipulations"].values()) == 8
-    assert set(summary["manipulations"]) == set(sample_render.KINDS)
+    assert set(summary["manipulations"]) == set(sample_fakes.KINDS)
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
 
 
@@ -169,7 +169,7 @@ def test_no_global_statistics_shortcut(tmp_path):
 def _ring(scene, inner: float, outer: float) -> np.ndarray:
     """Pixels between two scaled copies of the manipulation region's ellipse."""
     def inside(scale):
-        return sample_render.face_mask(scene, 1e-3, radius_u=0.8 * scale, radius_v=0.75 * scale)[..., 0] > 0.5
+        return sample_fakes.face_mask(scene, 1e-3, radius_u=0.8 * scale, radius_v=0.75 * scale)[..., 0] > 0.5
     return inside(outer) & ~inside(inner) if inner > 0 else inside(outer)
 
 

@@ -295,7 +295,8 @@ def _current_version(api, owner: str, slug: str) -> int | None:
 
 def download(dataset: str, version: int | None, dest_zip: str | os.PathLike, limits: archive.Limits,
              progress: bool = True, *, retries: int | None = None) -> dict:
-    """Download ``dataset`` (``owner/slug``; ``version`` None = latest) to ``dest_zip``, verified.
+    """Download ``dataset`` (``owner/slug``; ``version`` None = latest, else an int >= 1 as
+    params.py validates it) to ``dest_zip``, verified.
 
     Returns ``{"dataset", "version" (int, or None if Kaggle does not say), "bytes", "sha256",
     "members"}``. Raises ``UserError``/``DataError`` with one line; leaves no file at ``dest_zip``
@@ -303,15 +304,6 @@ def download(dataset: str, version: int | None, dest_zip: str | os.PathLike, lim
     """
     creds = find_credentials()
     owner, slug = _split_dataset(dataset)
-    if version is not None:
-        try:
-            valid = not isinstance(version, bool) and int(version) == version and int(version) >= 1
-        except (TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise ParamError(f"params.yaml: data.kaggle.version must be an integer >= 1 (or null), "
-                             f"got {version!r}")
-        version = int(version)
     dataset = f"{owner}/{slug}"
     retries = _retries(retries)
     dest_zip = Path(dest_zip)

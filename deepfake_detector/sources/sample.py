@@ -64,7 +64,7 @@ import numpy as np
 
 from .. import CLASS_NAMES, SPLITS
 from ..files import atomic_path
-from .sample_render import KINDS, well_made_fraction
+from .sample_fakes import KINDS, well_made_fraction
 
 # Folder names of the Kaggle dataset this sample imitates.
 ROOT = "Dataset"
@@ -76,7 +76,7 @@ CHUNKSIZE = 16  # images per task sent to a worker: large enough to amortise IPC
 
 class Row(NamedTuple):
     """One image to make: its zip member, split, label, whether it is a well-made fake, and the
-    arguments of ``sample_render.make_image``."""
+    arguments of ``sample_fakes.make_image``."""
 
     name: str
     split: str
@@ -127,7 +127,7 @@ def _init_worker() -> None:
 
 
 def _make(job: tuple) -> tuple[bytes, str | None]:
-    from .sample_render import make_image
+    from .sample_fakes import make_image
 
     return make_image(*job)
 
