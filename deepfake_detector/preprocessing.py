@@ -64,6 +64,13 @@ def _bounded(tasks, slots: threading.Semaphore):
         yield task
 
 
+def _mixed_rank(name: str) -> bytes:
+    """A fixed pseudo-random order within a split. Archives list a class at a time (all Fake, then
+    all Real); records written in that order would let training's cache take one class and stream
+    the other, and a streaming shuffle buffer would feed one-class batches for thousands of steps."""
+    return hashlib.blake2b(name.encode(), digest_size=8).digest()
+
+
 def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     """Write ``out_dir`` (shards, records.json, manifest.csv) as a whole or not at all; returns the
     ``metrics/data.json`` content. ``params`` is the preprocess section."""
@@ -76,7 +83,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
         raise DataError(f"{zip_path} lacks the {', '.join(missing) or 'split'} split(s) "
                         f"(found {found.description}): re-run the download stage (`dvc repro download`)")
     order = {s: i for i, s in enumerate(SPLITS)}
-    members = sorted(found.members, key=lambda m: (order[m.split], m.name))
+    members = sorted(found.members, key=lambda m: (order[m.split], _mixed_rank(m.name)))
 
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -94,6 +94,26 @@ def _bright_fake_dark_real_zip(path: Path) -> None:
                     archive.writestr(f"Dataset/{split}/{label}/{wrong}_{i}.jpg", jpeg.tobytes())
 
 
+def test_training_records_mix_the_classes(tmp_path):
+    """Archives list one class after the other; the records must not, or training's cache would hold
+    one class and the stream the other, and a streaming shuffle buffer would feed one-class batches."""
+    from deepfake_detector import records
+
+    source = tmp_path / "bright_fakes.zip"
+    _bright_fake_dark_real_zip(source)
+    project = make_project(tmp_path / "project", {
+        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64,
+        "preprocess.shard_images": 10})
+    dvc("repro", "preprocess", cwd=project)
+    folder = project / "data/processed"
+    labels = [[label for _, label, _ in records.decoded_dataset([path]).as_numpy_iterator()]
+              for path in records.split_files(folder, records.load_index(folder), "train")]
+    assert [len(shard) for shard in labels] == [10, 10, 10, 10]
+    assert all(0 < sum(shard) < 10 for shard in labels), labels  # every shard holds both classes
+    order = [label for shard in labels for label in shard]
+    assert sum(a != b for a, b in zip(order, order[1:])) >= 10, order  # interleaved, not two blocks
+
+
 @pytest.mark.slow
 def test_fake_is_the_positive_class_end_to_end(tmp_path):
     """A "model" scoring brightness must get AUC 1.0 when Fake (bright) = 1, and 0.0 if labels flip;
