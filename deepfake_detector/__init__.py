@@ -5,7 +5,17 @@ is P(fake). Anything that infers class indices from folder names (Keras does so 
 makes Fake = 0) must be handed ``CLASS_NAMES`` explicitly.
 """
 
+import os
+
 __version__ = "0.1.0"
 
 CLASS_NAMES = ("Real", "Fake")  # index == label; Fake is the positive class
 SPLITS = ("train", "validation", "test")  # also the precedence order for duplicate dropping
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import CLASS_NAMES, SPLITS, images, neardup, records
+from . import CLASS_NAMES, SPLITS, images, neardup, records, usable_cpus
 from .errors import DataError
 from .files import write_json
 from .sources import archive, layout
@@ -90,7 +90,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     tmp_dir.mkdir(parents=True)
     manifest_path = tmp_dir / MANIFEST_FILE
     state = _State(params, len(members))
-    workers = params.workers or os.cpu_count() or 1
+    workers = params.workers or usable_cpus()
     context = multiprocessing.get_context("spawn")  # never fork a process that holds TensorFlow
     slots = threading.Semaphore(IN_FLIGHT)
     tasks = ((i, refs.pop(m.name)) for i, m in enumerate(members))

@@ -52,7 +52,6 @@ import collections
 import ctypes
 import math
 import multiprocessing
-import os
 import sys
 import time
 import zipfile
@@ -62,7 +61,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import CLASS_NAMES, SPLITS
+from .. import CLASS_NAMES, SPLITS, usable_cpus
 from ..files import atomic_path
 from .sample_fakes import KINDS, well_made_fraction
 
@@ -142,10 +141,7 @@ def _zip_info(name: str) -> zipfile.ZipInfo:
 
 def _worker_count(workers: int, images: int) -> int:
     if workers <= 0:
-        try:
-            workers = len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
-        except AttributeError:  # pragma: no cover - macOS, Windows
-            workers = os.cpu_count() or 1
+        workers = usable_cpus()
     return max(1, min(workers, math.ceil(images / CHUNKSIZE)))
 
 
