@@ -35,7 +35,7 @@ def main() -> None:
         "images": summary["images"],
         "seconds": round(seconds, 2),
         "images_per_second": round(summary["images"] / seconds, 1),
-        "workers": summary["workers"],
+        "workers": sample._worker_count(args.workers, summary["images"]),
     }))
 
 

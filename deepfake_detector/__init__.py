@@ -5,7 +5,10 @@ is P(fake). Anything that infers class indices from folder names (Keras does so 
 makes Fake = 0) must be handed ``CLASS_NAMES`` explicitly.
 """
 
+import multiprocessing
 import os
+import signal
+import threading
 
 __version__ = "0.1.0"
 
@@ -19,3 +22,21 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return os.cpu_count() or 1
+
+
+def spawn_pool(workers: int, initializer=None, initargs=()):
+    """A ``multiprocessing`` pool of freshly spawned workers (never forked: forking a process that
+    holds TensorFlow or threads can deadlock) that ignore Ctrl-C.
+
+    Ctrl-C signals the whole process group; the parent alone handles it, and leaving the pool's
+    ``with`` block terminates the workers, so no worker prints a ``KeyboardInterrupt`` traceback.
+    They are started with SIGINT ignored, which a new Python process keeps from its first line.
+    """
+    context = multiprocessing.get_context("spawn")
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        return context.Pool(workers, initializer, initargs)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return context.Pool(workers, initializer, initargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -6,6 +6,11 @@ line that names the key, what was expected and what was found, e.g.::
     params.yaml: train.epochs must be an integer >= 1, got -3
 
 The schema below is the single list of every parameter; the README documents each one.
+
+The file is read exactly as DVC reads it (``dvc exp run -S``, ``dvc params diff``, templating): with
+ruamel.yaml's safe loader, YAML 1.2. So ``on``/``off``/``yes`` are strings and ``4e-3`` is a number,
+as DVC means them; PyYAML (YAML 1.1) would read ``on`` as true and ``4e-3`` as a string.
+Every number has an upper bound too: a huge count fails here, not as an ``OverflowError`` later.
 """
 
 from __future__ import annotations
@@ -16,11 +21,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import yaml
-
 from .errors import ParamError
 
 PARAMS_FILE = "params.yaml"
+SEED = (0, 2**32 - 1)  # NumPy's legacy seeding (keras.utils.set_random_seed) takes 32 bits
 
 
 @dataclass(frozen=True)
@@ -73,32 +77,32 @@ SCHEMA: dict[str, dict] = {
         "local_path": OPTIONAL_PATH,
         "kaggle": {
             "dataset": STR,
-            "version": Int(1, optional=True),  # null = latest
+            "version": Int(1, 10**6, optional=True),  # null = latest
         },
         # Splits carved out of Train when a local dataset has none (seeded, stratified,
         # exact duplicates kept together).
         "carve": {
             "validation_fraction": Float(0.0, 0.5),
             "test_fraction": Float(0.0, 0.5),
-            "seed": Int(0),
+            "seed": Int(*SEED),
         },
         # Archive-bomb guards, checked before anything is extracted or read.
-        "max_member_mb": Float(0.001),
-        "max_total_gb": Float(0.001),
+        "max_member_mb": Float(0.001, 2**20),  # up to 1 TiB
+        "max_total_gb": Float(0.001, 2**20),  # up to 1 PiB
         "sample": {
-            "seed": Int(0),
+            "seed": Int(*SEED),
             "difficulty": Float(0.0, 1.0),
             "image_size": Int(64, 1024),
-            "train": Int(2),
-            "validation": Int(2),
-            "test": Int(2),
+            "train": Int(2, 10**6),
+            "validation": Int(2, 10**6),
+            "test": Int(2, 10**6),
         },
     },
     "preprocess": {
         "image_size": Int(16, 2048),
-        "max_pixels": Int(1),
-        "workers": Int(0),  # 0 = one per CPU core
-        "shard_images": Int(1),
+        "max_pixels": Int(1, 10**10),
+        "workers": Int(0, 1024),  # 0 = one per CPU core
+        "shard_images": Int(1, 10**6),
         "duplicates": {
             "cross_split": Choice("drop", "keep"),
             "within_split": Choice("keep", "drop"),
@@ -111,11 +115,11 @@ SCHEMA: dict[str, dict] = {
         "weights": Choice("none", "imagenet"),
         "image_size": Int(32, 1024),
         "batch_size": Int(1, 4096),
-        "epochs": Int(1),
-        "patience": Int(0),
+        "epochs": Int(1, 10**4),
+        "patience": Int(0, 10**4),
         "learning_rate": Float(1e-7, 1.0),
-        "seed": Int(0),
-        "cache_ram_mb": Int(0),
+        "seed": Int(*SEED),
+        "cache_ram_mb": Int(0, 2**22),  # up to 4 TiB
         "mixed_precision": Choice("auto", "on", "off"),
         "augment": {
             "flip": BOOL,
@@ -127,14 +131,14 @@ SCHEMA: dict[str, dict] = {
     },
     "evaluate": {
         "batch_size": Int(1, 4096),
-        "max_curve_points": Int(10),
+        "max_curve_points": Int(10, 10**6),
     },
 }
 
 
 def _check(key: str, value: Any, spec: Spec) -> Any:
     def fail(detail: str = "") -> None:
-        shown = "null" if value is None else repr(value)
+        shown = "null" if value is None else _short(value)
         raise ParamError(f"{PARAMS_FILE}: {key} must be {spec.describe()}, got {shown}{detail}")
 
     if value is None:
@@ -181,7 +185,7 @@ def _check(key: str, value: Any, spec: Spec) -> Any:
 
 def _validate(prefix: str, raw: Any, schema: dict) -> SimpleNamespace:
     if not isinstance(raw, dict):
-        raise ParamError(f"{PARAMS_FILE}: {prefix} must be a mapping of keys, got {raw!r}")
+        raise ParamError(f"{PARAMS_FILE}: {prefix} must be a mapping of keys, got {_short(raw)}")
     unknown = sorted(set(raw) - set(schema))
     if unknown:
         raise ParamError(f"{PARAMS_FILE}: unknown key {prefix}.{unknown[0]} "
@@ -198,18 +202,46 @@ def _validate(prefix: str, raw: Any, schema: dict) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
+def read_file(path: str | Path = PARAMS_FILE) -> dict:
+    """The whole params file as DVC reads it (ruamel.yaml, safe, YAML 1.2); ``ParamError`` with one
+    line (and the line and column of a syntax error) when it can't be read as a mapping."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ParamError(f"{path} not found: run from the project root") from None
+    except IsADirectoryError:
+        raise ParamError(f"{path} is a folder, not the params file; run from the project root") from None
+    except UnicodeDecodeError as exc:
+        raise ParamError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                         f"{exc.start}); save it as UTF-8") from None
+    try:
+        raw = YAML(typ="safe").load(text)  # what dvc.utils.serialize.parse_yaml does
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ParamError(f"{path} is not valid YAML: {where}{problem}; fix it there") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamError(f"{path} must be a mapping of sections ({', '.join(SCHEMA)}), "
+                         f"got {type(raw).__name__} {_short(raw)}")
+    return raw
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def load_section(section: str, path: str | Path = PARAMS_FILE,
                  extra_checks: Callable[[SimpleNamespace], None] | None = None) -> SimpleNamespace:
     """Read one section of ``params.yaml``, validated; raises ``ParamError`` naming the key."""
     if section not in SCHEMA:
         raise KeyError(section)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise ParamError(f"{path} not found: run from the project root") from None
-    except yaml.YAMLError as exc:
-        raise ParamError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = read_file(path)
     if section not in raw:
         raise ParamError(f"{PARAMS_FILE}: missing section '{section}'")
     params = _validate(section, raw[section], SCHEMA[section])

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import multiprocessing
-import os
 import shutil
 import threading
 import time
@@ -21,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import CLASS_NAMES, SPLITS, images, neardup, records, usable_cpus
+from . import CLASS_NAMES, SPLITS, images, neardup, records, spawn_pool, usable_cpus
 from .errors import DataError
-from .files import write_json
+from .files import replace_dir, write_json
 from .sources import archive, layout
 
 MANIFEST_FILE = "manifest.csv"
@@ -51,7 +49,7 @@ def _init_worker(zip_path: str, image_size: int, max_pixels: int) -> None:
 def _inspect_member(task: tuple[int, archive.MemberRef]):
     index, ref = task
     try:
-        data = archive.read_ref(_worker_file, ref, _READ_LIMITS)
+        data = archive.read(ref, _READ_LIMITS, _worker_file)
     except DataError:  # a damaged member costs that image, not the run
         return index, "", images.skipped("corrupt")
     return index, hashlib.sha256(data).hexdigest(), images.inspect(data, *_worker_args)
@@ -76,7 +74,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     ``metrics/data.json`` content. ``params`` is the preprocess section."""
     started = time.perf_counter()
     with archive.open_zip(zip_path, _READ_LIMITS) as zf:
-        refs = {i.filename: archive.MemberRef.of(i) for i in zf.infolist()}
+        refs = archive.member_refs(zf)
     found = layout.detect(list(refs), origin=str(zip_path))
     missing = [s for s in SPLITS if s not in found.splits]
     if missing or any(m.split is None for m in found.members):
@@ -91,11 +89,10 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     manifest_path = tmp_dir / MANIFEST_FILE
     state = _State(params, len(members))
     workers = params.workers or usable_cpus()
-    context = multiprocessing.get_context("spawn")  # never fork a process that holds TensorFlow
     slots = threading.Semaphore(IN_FLIGHT)
     tasks = ((i, refs.pop(m.name)) for i, m in enumerate(members))
     with open(manifest_path, "w", newline="") as handle, \
-            context.Pool(workers, _init_worker, (str(zip_path), params.image_size, params.max_pixels)) as pool:
+            spawn_pool(workers, _init_worker, (str(zip_path), params.image_size, params.max_pixels)) as pool:
         writers = {s: records.ShardWriter(tmp_dir, s, params.shard_images) for s in SPLITS}
         manifest = csv.writer(handle)
         manifest.writerow(MANIFEST_COLUMNS)
@@ -118,8 +115,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
         _drop_near(writers, near["drop"], members, manifest_path)
     shards = {s: writers[s].shards for s in SPLITS}
     _write_index(tmp_dir, shards, params.image_size)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp_dir, out_dir)
+    replace_dir(tmp_dir, out_dir)
     return state.report(shards, near, time.perf_counter() - started)
 
 

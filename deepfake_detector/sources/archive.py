@@ -7,6 +7,8 @@ before anything is read, because it is not the dataset it claims to be.
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import os
 import stat
 import struct
@@ -50,10 +52,36 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
-def open_zip(path: str | os.PathLike, limits: Limits) -> zipfile.ZipFile:
-    """Open a zip after checking every member's name, type and size; raise ``DataError`` if unsafe.
+# The compression methods Python's zipfile reads, which ``read`` decompresses (bounded) itself.
+READABLE_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                    zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+_OTHER_METHODS = {1: "Shrink", 6: "Implode", 9: "Deflate64", 93: "Zstandard", 95: "XZ", 97: "WavPack",
+                  98: "PPMd", 99: "AES encryption"}
+_UTF8_FLAG = 0x800
+_CHUNK = 1 << 20
 
-    Sizes are the ones the central directory declares; ``read_member`` enforces them again while
+
+def _utf8_first(info: zipfile.ZipInfo) -> None:
+    """Names without the UTF-8 flag (Info-ZIP, older tools) are UTF-8 more often than the cp437 the
+    zip spec and ``zipfile`` assume: try UTF-8 first. cp437 maps every byte, so the raw name comes
+    back by re-encoding; ``orig_filename`` stays as zipfile read it (its header check uses it)."""
+    if info.flag_bits & _UTF8_FLAG:
+        return
+    try:
+        info.filename = info.filename.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass  # not UTF-8: cp437 it is
+
+
+def method_name(method: int) -> str:
+    return READABLE_METHODS.get(method) or _OTHER_METHODS.get(method, "unknown")
+
+
+def open_zip(path: str | os.PathLike, limits: Limits) -> zipfile.ZipFile:
+    """Open a zip after checking every member's name, type, compression method and size; raise
+    ``DataError`` if unsafe or unreadable. Member names are decoded UTF-8 first, then cp437.
+
+    Sizes are the ones the central directory declares; ``read`` enforces them again while
     reading, so a lying header cannot inflate past the cap.
     """
     path = Path(path)
@@ -61,12 +89,16 @@ def open_zip(path: str | os.PathLike, limits: Limits) -> zipfile.ZipFile:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise DataError(f"{path} is not a readable zip ({exc}): the file is truncated or corrupt; "
                         "download it again") from None
-    total = 0
+    total, seen = 0, set()
     for info in archive.infolist():
+        _utf8_first(info)
         reason = _unsafe_name(info.filename)
+        if reason is None and info.filename in seen:
+            reason = "a second entry under the same name"
+        seen.add(info.filename)
         mode = info.external_attr >> 16
         if reason is None and info.create_system == 3 and stat.S_ISLNK(mode):
             reason = "a symbolic link"
@@ -75,26 +107,23 @@ def open_zip(path: str | os.PathLike, limits: Limits) -> zipfile.ZipFile:
         if reason is None and info.file_size > limits.max_member_bytes:
             reason = (f"{info.file_size / 2**20:.1f} MiB uncompressed, over data.max_member_mb="
                       f"{limits.max_member_bytes / 2**20:g}")
+        if reason is None and info.compress_type not in READABLE_METHODS:
+            archive.close()
+            raise DataError(f"{path}: member {info.filename!r} is compressed with "
+                            f"{method_name(info.compress_type)} (zip method {info.compress_type}), "
+                            "which Python's zipfile cannot read; re-zip the dataset with deflate "
+                            "(e.g. `zip -r -Z deflate dataset.zip Dataset/`)")
         if reason:
             archive.close()
             raise DataError(f"{path}: refusing archive member {info.filename!r}: {reason}; "
                             "use an archive of the dataset without it")
         total += info.file_size
+    archive.NameToInfo = {info.filename: info for info in archive.infolist()}
     if total > limits.max_total_bytes:
         archive.close()
         raise DataError(f"{path}: archive expands to {total / 2**30:.2f} GiB, over data.max_total_gb="
                         f"{limits.max_total_bytes / 2**30:g}; raise the cap if this is really the dataset")
     return archive
-
-
-def read_member(archive: zipfile.ZipFile, name: str, limits: Limits) -> bytes:
-    """A member's bytes, reading at most the cap (a forged size header cannot bomb us)."""
-    with archive.open(name) as handle:
-        data = handle.read(limits.max_member_bytes + 1)
-    if len(data) > limits.max_member_bytes:
-        raise DataError(f"{archive.filename}: member {name!r} expands past data.max_member_mb; "
-                        "the archive is not what it claims to be")
-    return data
 
 
 @dataclass(frozen=True)
@@ -115,61 +144,167 @@ class MemberRef:
                    info.compress_type, info.CRC)
 
 
-def read_ref(handle, ref: MemberRef, limits: Limits) -> bytes:
-    """A member's bytes via its ``MemberRef`` from an open binary file; CRC-checked like zipfile."""
+def member_refs(archive: zipfile.ZipFile) -> dict[str, MemberRef]:
+    """name -> ``MemberRef`` of every file (not folder) in an archive from ``open_zip``."""
+    return {info.filename: MemberRef.of(info) for info in archive.infolist() if not info.is_dir()}
+
+
+class _Stored:
+    needs_input, eof = True, False
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return data
+
+
+class _Deflate:
+    """zlib with the ``needs_input``/``eof`` interface of the bz2 and lzma decompressors."""
+
+    def __init__(self):
+        self._zlib, self._tail = zlib.decompressobj(-15), b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._zlib.decompress(self._tail + data, max_length)
+        self._tail = self._zlib.unconsumed_tail
+        return out
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail
+
+    @property
+    def eof(self) -> bool:
+        return self._zlib.eof
+
+
+def _zip_lzma(header: bytes) -> lzma.LZMADecompressor:
+    """A zip LZMA member starts with a 4-byte header (version, properties size) and the 5 LZMA1
+    properties: lc/lp/pb packed in one byte, then the dictionary size."""
+    if len(header) < 9 or struct.unpack("<H", header[2:4])[0] != 5:
+        raise lzma.LZMAError("bad LZMA header")
+    packed, dict_size = header[4], struct.unpack("<I", header[5:9])[0]
+    lc, lp, pb = packed % 9, packed // 9 % 5, packed // 45
+    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[
+        {"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": lc, "lp": lp, "pb": pb}])
+
+
+def _unpack(handle, ref: MemberRef, cap: int) -> bytes:
+    """Up to ``cap + 1`` bytes of one member, decompressed in bounded steps (a bomb stops at the cap)."""
     handle.seek(ref.offset)
     header = handle.read(30)
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
-        raise DataError(f"{getattr(handle, 'name', 'archive')}: member {ref.name!r} has no local header; "
-                        "the archive is corrupt, download it again")
+        raise zipfile.BadZipFile("no local file header")
     name_length, extra_length = struct.unpack("<HH", header[26:30])
     handle.seek(ref.offset + 30 + name_length + extra_length)
-    raw = handle.read(ref.compressed)
-    if ref.method == zipfile.ZIP_STORED:
-        data = raw
-    elif ref.method == zipfile.ZIP_DEFLATED:
-        data = zlib.decompressobj(-15).decompress(raw, limits.max_member_bytes + 1)
+    left = ref.compressed
+    if ref.method == zipfile.ZIP_LZMA:
+        lzma_header = handle.read(9)
+        left -= len(lzma_header)
+        decompressor = _zip_lzma(lzma_header)
     else:
-        raise DataError(f"{getattr(handle, 'name', 'archive')}: member {ref.name!r} uses compression "
-                        f"method {ref.method}; repack the archive as a plain (stored or deflated) zip")
-    if len(data) > limits.max_member_bytes:
-        raise DataError(f"member {ref.name!r} expands past data.max_member_mb; the archive is not what "
-                        "it claims to be")
-    if zlib.crc32(data) != ref.crc:
-        raise DataError(f"member {ref.name!r} fails its CRC check; the archive is corrupt, "
-                        "download it again")
+        decompressor = {zipfile.ZIP_STORED: _Stored, zipfile.ZIP_DEFLATED: _Deflate,
+                        zipfile.ZIP_BZIP2: bz2.BZ2Decompressor}[ref.method]()
+    out = bytearray()
+    while left > 0 and len(out) <= cap and not decompressor.eof:
+        block = handle.read(min(left, _CHUNK))
+        if not block:
+            raise EOFError("the member's data is cut short")
+        left -= len(block)
+        out += decompressor.decompress(block, cap + 1 - len(out))
+        while not decompressor.needs_input and not decompressor.eof and len(out) <= cap:
+            out += decompressor.decompress(b"", cap + 1 - len(out))
+    return bytes(out)
+
+
+def _regular_file(path: Path, cap: int) -> bytes:
+    """Up to ``cap + 1`` bytes of a regular file. Opened without blocking and without following a
+    link, and checked on the open descriptor, so a FIFO or device put there is never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{path} is not a regular file; remove it from the dataset folder")
+        out = bytearray()
+        while len(out) <= cap and (block := handle.read(min(_CHUNK, cap + 1 - len(out)))):
+            out += block
+        return bytes(out)
+
+
+def read(source: Path | MemberRef, limits: Limits, zip_file=None) -> bytes:
+    """The bytes of one dataset file: a folder file (a ``Path``) or a zip member (a ``MemberRef``
+    read from ``zip_file``, the archive open in binary mode). The one place that enforces the
+    member-size cap while reading, checks a member's CRC and size, and decompresses every method
+    zipfile reads; anything wrong is a ``DataError`` naming the file."""
+    cap = limits.max_member_bytes
+    if isinstance(source, MemberRef):
+        where = f"{getattr(zip_file, 'name', 'archive')}: member {source.name!r}"
+        if source.method not in READABLE_METHODS:
+            raise DataError(f"{where} is compressed with {method_name(source.method)}, which Python's "
+                            "zipfile cannot read; re-zip the dataset with deflate")
+        try:
+            data = _unpack(zip_file, source, cap)
+        except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError) as exc:
+            raise DataError(f"{where} is corrupt ({exc}); the archive is damaged, download or "
+                            "re-create it") from None
+    else:
+        where = str(source)
+        try:
+            data = _regular_file(Path(source), cap)
+        except OSError as exc:
+            raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check the dataset "
+                            "folder") from None
+    if len(data) > cap:
+        raise DataError(f"{where} expands past data.max_member_mb={cap / 2**20:g}; the archive is not "
+                        "what it claims to be, or raise the cap")
+    if isinstance(source, MemberRef):
+        if len(data) != source.size:
+            raise DataError(f"{where} is {len(data)} bytes, its header says {source.size}; the archive "
+                            "is damaged, download or re-create it")
+        if zlib.crc32(data) != source.crc:
+            raise DataError(f"{where} fails its CRC check; the archive is corrupt, download or re-create it")
     return data
 
 
 def verify_zip(path: str | os.PathLike, limits: Limits) -> int:
-    """Full integrity check (every member's CRC); returns the member count. Raises ``DataError``."""
+    """Full integrity check (every member read: CRC, size, caps); returns the member count.
+    Raises ``DataError``."""
     with open_zip(path, limits) as archive:
-        try:
-            bad = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: archive is corrupt ({exc}); download it again") from None
-        if bad is not None:
-            raise DataError(f"{path}: archive member {bad!r} fails its CRC check; download it again")
-        return len(archive.infolist())
+        refs = member_refs(archive)
+        count = len(archive.infolist())
+    with open(path, "rb") as handle:
+        for ref in refs.values():
+            read(ref, limits, handle)
+    return count
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 def list_folder(root: str | os.PathLike, limits: Limits) -> list[str]:
-    """Relative POSIX paths of the regular files under ``root``, junk left out, checked like a zip."""
+    """Relative POSIX paths of the regular files under ``root``, junk left out, checked like a zip.
+
+    Only ``lstat`` is used: a symbolic link, FIFO, socket or device is refused before anything is
+    opened (opening a FIFO blocks forever, and DVC, which hashes the folder, would block on it too).
+    """
     root = Path(root)
     names, total = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for entry in [*dirnames, *sorted(filenames)]:
             full = Path(dirpath) / entry
-            if full.is_symlink():
+            mode = full.lstat().st_mode
+            if stat.S_ISLNK(mode):
                 raise DataError(f"{root}: refusing symbolic link {full.relative_to(root)}; "
                                 "copy the real files into the folder instead")
+            kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
+            if kind:
+                raise DataError(f"{root}: refusing {full.relative_to(root)}: it is {kind}, not a regular "
+                                "file, and reading it could block forever; move it out of the folder")
         for filename in sorted(filenames):
             full = Path(dirpath) / filename
             rel = full.relative_to(root).as_posix()
             if is_junk(rel):
                 continue
-            size = full.stat().st_size
+            size = full.lstat().st_size
             if size > limits.max_member_bytes:
                 raise DataError(f"{full}: {size / 2**20:.1f} MiB, over data.max_member_mb="
                                 f"{limits.max_member_bytes / 2**20:g}; remove it or raise the cap")

@@ -24,14 +24,13 @@ import math
 import os
 import shutil
 import zipfile
-import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
 from tqdm import tqdm
 
 from .. import CLASS_NAMES, SPLITS
-from ..errors import DataError
+from ..errors import DataError, ParamError
 from ..files import atomic_path
 from . import archive
 from .layout import SPLIT_FOLDERS, Layout, Member, canonical_name, detect
@@ -41,37 +40,68 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: no mtimes leak into the arc
 CARVED = ("validation", "test")
 
 
-@contextlib.contextmanager
-def _open_source(src: Path, limits: archive.Limits):
-    """Yield (kind, file names, read(name) -> bytes) for a folder or a zip; refuse anything else."""
+def check_params(data_params: SimpleNamespace) -> None:
+    """With ``data.source: local``, ``data.local_path`` must name something that exists."""
+    if data_params.source != "local":
+        return
+    if data_params.local_path is None:
+        raise ParamError(f"params.yaml: {PARAM} must name a .zip or a folder when data.source=local")
+    if not Path(data_params.local_path).expanduser().exists():
+        raise ParamError(f"params.yaml: {PARAM}={data_params.local_path!r} does not exist; "
+                         "point it at the dataset zip or its extracted folder")
+
+
+def _kind(src: Path) -> str:
+    """``"folder"`` or ``"zip"`` for a dataset path; ``DataError`` for anything else. Only a zip's
+    own bytes are ever opened here: ``is_file`` stats, so a FIFO or device is refused unread."""
     fix = f"set {PARAM} in params.yaml to the dataset's .zip file or its extracted folder"
     if src.is_dir():
-        names = archive.list_folder(src, limits)
-
-        def read_file(name: str) -> bytes:
-            with open(src / name, "rb") as handle:
-                data = handle.read(limits.max_member_bytes + 1)
-            if len(data) > limits.max_member_bytes:  # it grew since it was listed
-                raise DataError(f"{src / name}: over data.max_member_mb; remove it or raise the cap")
-            return data
-
-        yield "folder", names, read_file
-        return
+        return "folder"
     if not src.exists():
         raise DataError(f"{PARAM}: {src} does not exist; {fix}")
     if not src.is_file() or not (src.suffix.lower() == ".zip" or zipfile.is_zipfile(src)):
         raise DataError(f"{PARAM}: {src} is neither a folder nor a .zip file; {fix}")
+    return "zip"
+
+
+@contextlib.contextmanager
+def _open_source(src: Path, limits: archive.Limits):
+    """Yield (kind, file names, read(name) -> bytes) for a folder or a zip; refuse anything else."""
+    if _kind(src) == "folder":
+        names = archive.list_folder(src, limits)
+        yield "folder", names, lambda name: archive.read(src / name, limits)
+        return
     with archive.open_zip(src, limits) as zf:
-        names = [info.filename for info in zf.infolist() if not info.is_dir()]
+        refs = archive.member_refs(zf)
+    with open(src, "rb") as handle:
+        yield "zip", list(refs), lambda name: archive.read(refs[name], limits, handle)
 
-        def read_member(name: str) -> bytes:
-            try:
-                return archive.read_member(zf, name, limits)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                raise DataError(f"{src}: member {name!r} is corrupt ({exc}); "
-                                "re-create or download the archive again") from None
 
-        yield "zip", names, read_member
+PLACEHOLDER = "no local dataset: data.source is not local\n"
+
+
+def link_input(src: Path | None, link: Path, limits: archive.Limits) -> None:
+    """Make ``link`` stand for the local dataset ``src`` in ``dvc.yaml`` (the download stage
+    depends on it), so DVC hashes the dataset itself and reruns download when it changes.
+
+    With a dataset it is a symbolic link to ``src`` (absolute); without one (``src`` None: another
+    source) a fixed placeholder file. dvc.yaml cannot name ``${data.local_path}`` as a dependency
+    itself: DVC's templating fails on its null. A folder is checked first (no links, FIFOs,
+    sockets or devices; the size caps): DVC would block forever hashing a FIFO.
+    """
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if src is None:
+        with atomic_path(link) as tmp:
+            tmp.write_text(PLACEHOLDER)
+        return
+    src = Path(os.path.abspath(src.expanduser()))
+    if _kind(src) == "folder":
+        archive.list_folder(src, limits)
+    tmp = link.with_name(f".{link.name}.link.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(src, tmp)
+    os.replace(tmp, link)  # replaces the old link or placeholder itself, never what it points to
 
 
 def _target(fraction: float, total: int) -> int:
@@ -203,6 +233,6 @@ def import_dataset(src: Path, dest_zip: Path, carve: SimpleNamespace, limits: ar
     counts = {split: {name.lower(): 0 for name in CLASS_NAMES} for split in SPLITS}
     for member in layout.members:
         counts[split_of[member.name]][CLASS_NAMES[member.label].lower()] += 1
-    return {"layout": layout.description, "src": origin, "kind": kind, "repacked": not shortcut,
+    return {"layout": layout.description, "kind": kind, "repacked": not shortcut,
             "carved": {split: split in carved for split in CARVED}, "counts": counts,
             "ignored": layout.ignored}

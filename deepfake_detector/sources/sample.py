@@ -51,9 +51,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import math
-import multiprocessing
 import sys
-import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,7 +59,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import CLASS_NAMES, SPLITS, usable_cpus
+from .. import CLASS_NAMES, SPLITS, spawn_pool, usable_cpus
 from ..files import atomic_path
 from .sample_fakes import KINDS, well_made_fraction
 
@@ -157,21 +155,19 @@ def _results(jobs: list[tuple], workers: int):
         finally:
             cv2.setNumThreads(threads)
         return
-    # spawn: safe even if the caller has threads (forking a threaded process can deadlock).
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker) as pool:
+    with spawn_pool(workers, _init_worker) as pool:
         yield from pool.imap(_make, jobs, chunksize=CHUNKSIZE)
 
 
 def generate(dest_zip: Path, params: SimpleNamespace, workers: int = 0, progress: bool = True) -> dict:
-    """Write the sample dataset to ``dest_zip`` (atomically) and return a summary of it.
+    """Write the sample dataset to ``dest_zip`` (atomically) and return a summary of it (only facts
+    about the data, nothing run-dependent such as timings or the worker count).
 
     ``params`` is the validated ``data.sample`` section; ``workers`` processes render it (0 = one per
     CPU). The output depends on ``params`` only, never on ``workers``.
     """
     from tqdm import tqdm
 
-    started = time.perf_counter()
     rows = plan(params)
     workers = _worker_count(workers, len(rows))
     counts = {split: {name: 0 for name in CLASS_NAMES} for split in SPLITS}
@@ -193,6 +189,4 @@ def generate(dest_zip: Path, params: SimpleNamespace, workers: int = 0, progress
         "image_size": params.image_size,
         "manipulations": {kind: kinds[kind] for kind in KINDS},
         "well_made_fakes": sum(row.well_made for row in rows),  # near-invisible: the hard tail
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 2),
     }
