@@ -137,8 +137,10 @@ SCHEMA: dict[str, dict] = {
 
 
 def _check(key: str, value: Any, spec: Spec) -> Any:
+    written = value  # as read, for the message (1e+30, not the int it converts to)
+
     def fail(detail: str = "") -> None:
-        shown = "null" if value is None else _short(value)
+        shown = "null" if written is None else _short(written)
         raise ParamError(f"{PARAMS_FILE}: {key} must be {spec.describe()}, got {shown}{detail}")
 
     if value is None:
