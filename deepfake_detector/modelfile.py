@@ -60,9 +60,9 @@ def read_meta(path: str | Path) -> dict:
 
 def load(path: str | Path):
     """(keras model, meta dict); a ``UserError`` with one line for any file that isn't a usable model."""
-    import keras
-
     meta = read_meta(path)
+    import keras  # after the cheap checks: a missing or broken file fails before TensorFlow loads
+
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras, h5py and zipfile raise many types on a bad file

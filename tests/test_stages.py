@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 import badimages
@@ -172,3 +179,48 @@ def test_kaggle_without_credentials_stops_before_any_work(kaggle_server, tmp_pat
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "kaggle.json" in result.stderr
     assert kaggle_server.requests == [] and not (project / "data/raw/dataset.zip").exists()
+
+
+def _session_processes(session: int) -> list[int]:
+    alive = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == session and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+    return alive
+
+
+def test_ctrl_c_during_preprocess_is_one_line_and_stops_every_worker(tmp_path):
+    source = tmp_path / "mine.zip"
+    tiles = [badimages.good_jpeg(seed=i, size=48) for i in range(20)]
+    with zipfile.ZipFile(source, "w") as archive:
+        n = 0
+        for split, count in (("Train", 3000), ("Validation", 500), ("Test", 500)):
+            for label in ("Real", "Fake"):
+                for i in range(count // 2):
+                    n += 1  # distinct bytes, so none is a duplicate; each is resized: seconds of work
+                    archive.writestr(f"Dataset/{split}/{label}/{i:05d}.jpg", tiles[n % 20] + n.to_bytes(4, "big"))
+    project = make_project(tmp_path / "project", {
+        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 256,
+        "preprocess.workers": 2})
+    run([sys.executable, "-m", "stages.download"], cwd=project)
+    stage = subprocess.Popen([sys.executable, "-m", "stages.preprocess"], cwd=project, env=project_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(stage.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # the workers are busy
+        os.killpg(stage.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+        _, stderr = stage.communicate(timeout=60)
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.returncode == 130, stderr
+    lines = [line.strip() for line in re.split(r"[\r\n]", stderr) if line.strip()]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert [line for line in lines if not line.startswith("preprocess:")] == [
+        "interrupted: outputs were not replaced; re-run to continue"]
+    time.sleep(1)
+    assert _session_processes(stage.pid) == []  # the parent stopped every worker
+    assert not (project / "data/processed").exists()

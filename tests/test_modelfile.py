@@ -1,0 +1,91 @@
+"""A models/model.keras that isn't a usable model (truncated, garbage, bad metadata, broken weights,
+a folder) is one line saying so and to retrain, never a traceback from zipfile, h5py or Keras."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deepfake_detector import modelfile
+from deepfake_detector.errors import UserError
+from projectcopy import make_project, run
+
+META = modelfile.META_MEMBER
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory) -> Path:
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    modelfile.save(model, path, {"image_size": 16})
+    return path
+
+
+def rewritten(source: Path, dest: Path, replace: dict[str, bytes]) -> Path:
+    """A copy of the model zip with some members' bytes replaced."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(dest, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, replace.get(name, old.read(name)))
+    return dest
+
+
+def meta_of(path: Path) -> dict:
+    with zipfile.ZipFile(path) as bundle:
+        return json.loads(bundle.read(META))
+
+
+CORRUPTIONS = {
+    "truncated": lambda good, dest: dest.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
+    "garbage": lambda good, dest: dest.write_bytes(b"\x00garbage" * 1000),
+    "empty": lambda good, dest: dest.write_bytes(b""),
+    "folder": lambda good, dest: dest.mkdir(),
+    "meta_not_json": lambda good, dest: rewritten(good, dest, {META: b"{not json"}),
+    "meta_a_list": lambda good, dest: rewritten(good, dest, {META: b"[1, 2]"}),
+    "meta_no_image_size": lambda good, dest: rewritten(good, dest, {META: json.dumps(
+        {k: v for k, v in meta_of(good).items() if k != "image_size"}).encode()}),
+    "meta_image_size_text": lambda good, dest: rewritten(good, dest, {META: json.dumps(
+        {**meta_of(good), "image_size": "16"}).encode()}),
+    "weights_garbage": lambda good, dest: rewritten(good, dest, {"model.weights.h5": b"not hdf5"}),
+    "config_garbage": lambda good, dest: rewritten(good, dest, {"config.json": b"{\"class_name\": 3}"}),
+    "wrong_input_size": lambda good, dest: rewritten(good, dest, {META: json.dumps(
+        {**meta_of(good), "image_size": 64}).encode()}),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_an_unusable_model_file_is_one_line_naming_it_and_the_fix(good_model, tmp_path, corruption):
+    path = tmp_path / "model.keras"
+    CORRUPTIONS[corruption](good_model, path)
+    with pytest.raises(UserError) as caught:
+        modelfile.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} is not a usable model (") and message.endswith(
+        "retrain it with `dvc repro train`"), message
+    assert "\n" not in message
+
+
+def test_the_good_model_loads_and_a_missing_one_says_to_train(good_model, tmp_path):
+    model, meta = modelfile.load(good_model)
+    assert meta["image_size"] == 16 and model.output_shape == (None, 1)
+    with pytest.raises(UserError, match="no such model file; train one"):
+        modelfile.load(tmp_path / "model.keras")
+
+
+@pytest.mark.parametrize("corruption", ["folder", "weights_garbage"])
+def test_the_evaluate_stage_reports_it_in_one_line(good_model, tmp_path, corruption):
+    project = make_project(tmp_path / "project")
+    (project / "models").mkdir(exist_ok=True)
+    CORRUPTIONS[corruption](good_model, project / "models/model.keras")
+    result = run([sys.executable, "-m", "stages.evaluate"], cwd=project, check=False)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: models/model.keras is not a usable model"), result.stderr
+    assert "Traceback" not in result.stderr
