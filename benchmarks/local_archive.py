@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from harness import ROOT, emit, make_project, set_params, timed
+from ruamel.yaml import YAML
 
 
 def main() -> None:
@@ -22,13 +22,14 @@ def main() -> None:
     parser.add_argument("archive", type=Path)
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    # values mean what they mean to `dvc exp run -S` (YAML 1.2: `on` is a string, 4e-3 a number)
+    overrides = {k: YAML(typ="safe").load(v) for k, v in (item.split("=", 1) for item in args.set)}
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
         (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
         set_params(project, {"data.source": "local", "data.local_path": str(args.archive.resolve()), **overrides})
         stages = {}
-        for stage in ("download", "preprocess", "train", "evaluate"):
+        for stage in ("local_input", "download", "preprocess", "train", "evaluate"):
             started = time.perf_counter()
             timed([str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", stage], cwd=project)
             stages[stage] = round(time.perf_counter() - started, 1)

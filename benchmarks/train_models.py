@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from harness import ROOT, dvc, emit, make_project, set_params, timed
+
+from deepfake_detector.params import load_section
 
 
 def accuracy(project: Path, model: str, seed: int, learning_rate: float) -> dict:
@@ -80,7 +81,8 @@ def summarize_runs(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    default_model = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["model"]
+    shipped = load_section("train", ROOT / "params.yaml")
+    default_model = shipped.model
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=[default_model, "seed_cnn"])
     parser.add_argument("--rounds", type=int, default=5)
@@ -92,8 +94,7 @@ def main() -> None:
                         help="training seeds per model: one run's AUC moves by ~0.005 with the seed alone")
     args = parser.parse_args()
     models = list(dict.fromkeys(args.models))
-    shipped_rate = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["learning_rate"]
-    rates = {model: shipped_rate for model in models}
+    rates = {model: shipped.learning_rate for model in models}
     rates.update({name: float(rate) for name, rate in (item.split("=", 1) for item in args.learning_rate)})
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")

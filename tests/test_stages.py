@@ -169,6 +169,12 @@ def test_kaggle_source_through_dvc_with_the_real_client(kaggle_server, tmp_path)
     assert data["train"] == {"real": 2, "fake": 2} and data["source"]["kaggle"]["version"] == 3
     assert "DownloadDataset" in " ".join(kaggle_server.calls())
     assert kaggle_server.key not in (project / "data/raw/source.json").read_text()
+    # the same archive downloaded again is the same data/raw (no timings or temp paths in
+    # source.json), so preprocess, minutes on the full dataset, does not rerun
+    raw = {p.name: p.read_bytes() for p in (project / "data/raw").iterdir()}
+    dvc("repro", "--force", "--single-item", "download", cwd=project, env=env)
+    assert {p.name: p.read_bytes() for p in (project / "data/raw").iterdir()} == raw
+    assert "up to date" in dvc("status", "preprocess", "--with-deps", cwd=project, env=env).stdout
 
 
 def test_kaggle_without_credentials_stops_before_any_work(kaggle_server, tmp_path):
