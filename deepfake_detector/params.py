@@ -3,7 +3,7 @@
 Each stage calls ``load_section("train")`` before doing any work. A wrong value stops it with one
 line that names the key, what was expected and what was found, e.g.::
 
-    params.yaml: train.epochs must be an integer >= 1, got -3
+    params.yaml: train.epochs must be an integer in [1, 10000], got -3
 
 The schema below is the single list of every parameter; the README documents each one.
 

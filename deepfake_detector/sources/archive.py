@@ -73,8 +73,11 @@ def _utf8_first(info: zipfile.ZipInfo) -> None:
         pass  # not UTF-8: cp437 it is
 
 
-def method_name(method: int) -> str:
-    return READABLE_METHODS.get(method) or _OTHER_METHODS.get(method, "unknown")
+def _unreadable_method(where: str, method: int) -> DataError:
+    name = READABLE_METHODS.get(method) or _OTHER_METHODS.get(method, "an unknown method")
+    return DataError(f"{where} is compressed with {name} (zip method {method}), which Python's zipfile "
+                     "cannot read; re-zip the dataset with deflate (e.g. `zip -r -Z deflate dataset.zip "
+                     "Dataset/`)")
 
 
 def open_zip(path: str | os.PathLike, limits: Limits) -> zipfile.ZipFile:
@@ -109,10 +112,7 @@ def open_zip(path: str | os.PathLike, limits: Limits) -> zipfile.ZipFile:
                       f"{limits.max_member_bytes / 2**20:g}")
         if reason is None and info.compress_type not in READABLE_METHODS:
             archive.close()
-            raise DataError(f"{path}: member {info.filename!r} is compressed with "
-                            f"{method_name(info.compress_type)} (zip method {info.compress_type}), "
-                            "which Python's zipfile cannot read; re-zip the dataset with deflate "
-                            "(e.g. `zip -r -Z deflate dataset.zip Dataset/`)")
+            raise _unreadable_method(f"{path}: member {info.filename!r}", info.compress_type)
         if reason:
             archive.close()
             raise DataError(f"{path}: refusing archive member {info.filename!r}: {reason}; "
@@ -237,8 +237,7 @@ def read(source: Path | MemberRef, limits: Limits, zip_file=None) -> bytes:
     if isinstance(source, MemberRef):
         where = f"{getattr(zip_file, 'name', 'archive')}: member {source.name!r}"
         if source.method not in READABLE_METHODS:
-            raise DataError(f"{where} is compressed with {method_name(source.method)}, which Python's "
-                            "zipfile cannot read; re-zip the dataset with deflate")
+            raise _unreadable_method(where, source.method)
         try:
             data = _unpack(zip_file, source, cap)
         except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError) as exc:
@@ -251,9 +250,11 @@ def read(source: Path | MemberRef, limits: Limits, zip_file=None) -> bytes:
         except OSError as exc:
             raise DataError(f"{where} cannot be read ({exc.strerror or exc}); check the dataset "
                             "folder") from None
-    if len(data) > cap:
-        raise DataError(f"{where} expands past data.max_member_mb={cap / 2**20:g}; the archive is not "
-                        "what it claims to be, or raise the cap")
+    if len(data) > cap and isinstance(source, MemberRef):
+        raise DataError(f"{where} expands past data.max_member_mb={cap / 2**20:g}: the archive is not "
+                        "what it claims to be")
+    if len(data) > cap:  # it grew since the folder was listed
+        raise DataError(f"{where} is over data.max_member_mb={cap / 2**20:g}; remove it or raise the cap")
     if isinstance(source, MemberRef):
         if len(data) != source.size:
             raise DataError(f"{where} is {len(data)} bytes, its header says {source.size}; the archive "
@@ -279,6 +280,19 @@ _SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a soc
                   (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
+def _plain_entry(root: Path, path: Path) -> os.stat_result:
+    """``lstat`` of a folder entry; a symbolic link, FIFO, socket or device is refused unopened."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        raise DataError(f"{root}: refusing symbolic link {path.relative_to(root)}; "
+                        "copy the real files into the folder instead")
+    kind = next((kind for test, kind in _SPECIAL_FILES if test(info.st_mode)), None)
+    if kind:
+        raise DataError(f"{root}: refusing {path.relative_to(root)}: it is {kind}, not a regular file, "
+                        "and reading it could block forever; move it out of the folder")
+    return info
+
+
 def list_folder(root: str | os.PathLike, limits: Limits) -> list[str]:
     """Relative POSIX paths of the regular files under ``root``, junk left out, checked like a zip.
 
@@ -289,22 +303,14 @@ def list_folder(root: str | os.PathLike, limits: Limits) -> list[str]:
     names, total = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for entry in [*dirnames, *sorted(filenames)]:
-            full = Path(dirpath) / entry
-            mode = full.lstat().st_mode
-            if stat.S_ISLNK(mode):
-                raise DataError(f"{root}: refusing symbolic link {full.relative_to(root)}; "
-                                "copy the real files into the folder instead")
-            kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
-            if kind:
-                raise DataError(f"{root}: refusing {full.relative_to(root)}: it is {kind}, not a regular "
-                                "file, and reading it could block forever; move it out of the folder")
+        for dirname in dirnames:
+            _plain_entry(root, Path(dirpath) / dirname)
         for filename in sorted(filenames):
             full = Path(dirpath) / filename
+            size = _plain_entry(root, full).st_size
             rel = full.relative_to(root).as_posix()
             if is_junk(rel):
                 continue
-            size = full.lstat().st_size
             if size > limits.max_member_bytes:
                 raise DataError(f"{full}: {size / 2**20:.1f} MiB, over data.max_member_mb="
                                 f"{limits.max_member_bytes / 2**20:g}; remove it or raise the cap")
