@@ -14,6 +14,8 @@ from pathlib import Path
 
 from harness import dvc, emit, make_project, set_params, timed
 
+from deepfake_detector import paths
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -32,7 +34,7 @@ def main() -> None:
             print(f"cache budget {budget} MiB...", file=sys.stderr)
             set_params(project, {"train.cache_ram_mb": budget})
             run = timed([sys.executable, "-m", "stages.train"], cwd=project)
-            train = json.loads((project / "metrics/train.json").read_text())
+            train = json.loads((project / paths.TRAIN_METRICS).read_text())
             results[str(budget)] = {"peak_rss_mib": run["peak_rss_mib"], "cached_images": train["cached_images"],
                                     "seconds": run["seconds"]}
     emit({"train_images": args.images, "decoded_dataset_mib": round(decoded_mib, 1), "by_budget_mib": results})

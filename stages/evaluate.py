@@ -13,15 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfake_detector import CLASS_NAMES, stage
+from deepfake_detector import CLASS_NAMES, entrypoint
 from deepfake_detector.files import atomic_path, write_json
 from deepfake_detector.params import load_section
+from deepfake_detector.paths import EVAL_METRICS, MANIFEST, MODEL, PLOTS, PREDICTIONS, PROCESSED
 
-PROCESSED = Path("data/processed")
-MODEL = Path("models/model.keras")
-EVAL_METRICS = Path("metrics/eval.json")
-PLOTS = Path("metrics/plots")
-PREDICTIONS = Path("data/eval/predictions.csv")
 SPLITS = ("validation", "test")
 log = logging.getLogger("evaluate")
 
@@ -69,7 +65,7 @@ def main() -> None:
                          report["test"]["confusion"], threshold, PLOTS)
     write_json(EVAL_METRICS, report)
 
-    manifest = pd.read_csv(PROCESSED / "manifest.csv", usecols=["index", "path"])
+    manifest = pd.read_csv(MANIFEST, usecols=["index", "path"])
     predictions = pd.concat([val, test]).merge(manifest, on="index", how="left")
     predictions["predicted"] = np.where(predictions["score"] >= threshold, CLASS_NAMES[1], CLASS_NAMES[0])
     write_csv(predictions[["path", "split", "label", "score", "predicted"]], PREDICTIONS)
@@ -78,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

@@ -8,19 +8,14 @@ and metrics/data.json (counts, skipped, converted, duplicates, speed, source).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from deepfake_detector import SPLITS, stage
+from deepfake_detector import SPLITS, entrypoint
 from deepfake_detector.errors import DataError
 from deepfake_detector.files import read_json, write_json
 from deepfake_detector.params import load_section
+from deepfake_detector.paths import ARCHIVE, DATA_METRICS, MANIFEST, PROCESSED, SOURCE_INFO
 from deepfake_detector.preprocessing import preprocess
 
-ARCHIVE = Path("data/raw/dataset.zip")
-SOURCE_INFO = Path("data/raw/source.json")
-PROCESSED = Path("data/processed")
-MANIFEST = PROCESSED / "manifest.csv"
-DATA_METRICS = Path("metrics/data.json")
 log = logging.getLogger("preprocess")
 
 
@@ -48,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

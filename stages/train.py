@@ -8,17 +8,13 @@ dvclive (its dvc.yaml writing is off: dvc.yaml is written by hand).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from deepfake_detector import stage
+from deepfake_detector import entrypoint
 from deepfake_detector.errors import DataError
 from deepfake_detector.files import write_json
 from deepfake_detector.params import as_dict, load_section
+from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_LIVE, TRAIN_METRICS
 
-PROCESSED = Path("data/processed")
-MODEL = Path("models/model.keras")
-TRAIN_METRICS = Path("metrics/train.json")
-LIVE_DIR = "metrics/train_live"
 log = logging.getLogger("train")
 
 
@@ -32,7 +28,7 @@ def main() -> None:
         if not counts["real"] or not counts["fake"]:
             raise DataError(f"{PROCESSED}: {split} needs both Real and Fake images, has {counts['real']} "
                             f"real and {counts['fake']} fake; rerun preprocess on a fuller dataset")
-    model, metrics = training.fit(PROCESSED, index, params, LIVE_DIR)
+    model, metrics = training.fit(PROCESSED, index, params, str(TRAIN_LIVE))
     modelfile.save(model, MODEL, meta={
         "model": params.model,
         "image_size": params.image_size,
@@ -46,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)
