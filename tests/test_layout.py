@@ -3,7 +3,8 @@
 import pytest
 
 from deepfake_detector.errors import DataError
-from deepfake_detector.sources.layout import EXPECTED, canonical_name, detect
+from deepfake_detector.sources.canonical import member_name
+from deepfake_detector.sources.layout import EXPECTED, detect
 
 
 def names_for(template: str, splits=("Train", "Validation", "Test"), classes=("Real", "Fake"), n=2):
@@ -44,10 +45,10 @@ def test_descriptions():
 
 
 def test_canonical_names_map_trivially():
-    names = [canonical_name(s, label, f"sub/{i}.jpg") for s in ("train", "validation", "test")
+    names = [member_name(s, label, f"sub/{i}.jpg") for s in ("train", "validation", "test")
              for label in (0, 1) for i in range(2)]
     layout = detect(names, "data/raw/dataset.zip")
-    assert all(canonical_name(m.split, m.label, m.relative) == m.name for m in layout.members)
+    assert all(member_name(m.split, m.label, m.relative) == m.name for m in layout.members)
     assert {m.relative for m in layout.members} == {"sub/0.jpg", "sub/1.jpg"}
 
 

@@ -22,12 +22,12 @@ any dotfile or dot-folder) and files outside the class folders are counted in ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from .. import CLASS_NAMES, SPLITS
 from ..errors import DataError
 from .archive import is_junk
+from .canonical import SPLIT_FOLDERS
 
-CANONICAL_ROOT = "Dataset"
-SPLIT_FOLDERS = {"train": "Train", "validation": "Validation", "test": "Test"}
 EXPECTED = ("expected class folders Real/ and Fake/, optionally under Train/ Validation/ Test/ "
             "split folders (e.g. Dataset/Train/Real/img.jpg)")
 
@@ -51,11 +51,6 @@ class Layout:
     description: str     # what was found, e.g. "Dataset/{Train,Validation,Test}/{Real,Fake}"
     splits: tuple[str, ...]  # splits present, in SPLITS order; () when there are none
     ignored: int         # junk and files outside any class folder
-
-
-def canonical_name(split: str, label: int, relative: str) -> str:
-    """The member name in the canonical archive: ``Dataset/Train/Real/<relative>``."""
-    return f"{CANONICAL_ROOT}/{SPLIT_FOLDERS[split]}/{CLASS_NAMES[label]}/{relative}"
 
 
 def _fail(origin: str, found: str, fix: str = EXPECTED):
