@@ -7,6 +7,8 @@ makes Fake = 0) must be handed ``CLASS_NAMES`` explicitly.
 
 import os
 
+from .errors import DataError
+
 __version__ = "0.1.0"
 
 CLASS_NAMES = ("Real", "Fake")  # index == label; Fake is the positive class
@@ -19,3 +21,16 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return os.cpu_count() or 1
+
+
+def check_both_classes(counts: dict, where: str, fix: str) -> None:
+    """Every split needs Real and Fake images: training, early stopping and ROC-AUC are undefined
+    otherwise. ``counts``: split (None for a dataset without splits) -> {"real": n, "fake": n}.
+    Raises one ``DataError`` line naming ``where``, the split and the ``fix``."""
+    for split, count in counts.items():
+        present = [name for name in CLASS_NAMES if count.get(name.lower(), 0) > 0]
+        if len(present) < 2:
+            what = f"the {split} split" if split else "the dataset"
+            has = f"only {present[0]} images" if present else "no images"
+            raise DataError(f"{where}: {what} has {has} (a detector needs Real and Fake images in every "
+                            f"split); {fix}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from deepfake_detector import SPLITS, entrypoint
+from deepfake_detector import SPLITS, check_both_classes, entrypoint
 from deepfake_detector.errors import DataError
 from deepfake_detector.files import read_json, write_json
 from deepfake_detector.params import load_section
@@ -17,16 +17,6 @@ from deepfake_detector.paths import ARCHIVE, DATA_METRICS, MANIFEST, PROCESSED, 
 from deepfake_detector.preprocessing import preprocess
 
 log = logging.getLogger("preprocess")
-
-
-def check_classes(stats: dict) -> None:
-    """Every split needs both classes: training, early stopping and ROC-AUC are undefined otherwise."""
-    for split in SPLITS:
-        empty = [name for name in ("real", "fake") if stats[split][name] == 0]
-        if empty:
-            raise DataError(f"{ARCHIVE}: no usable {' or '.join(empty)} images left in {split} after "
-                            f"checks and deduplication (see {MANIFEST}); add images or relax "
-                            "preprocess.duplicates")
 
 
 def main() -> None:
@@ -38,7 +28,8 @@ def main() -> None:
     stats["source"] = {"source": source.get("source"), **source.get("archive", {}),
                        **({"kaggle": source["kaggle"]} if "kaggle" in source else {})}
     write_json(DATA_METRICS, stats)
-    check_classes(stats)
+    check_both_classes({split: stats[split] for split in SPLITS}, f"{ARCHIVE} after checks and deduplication",
+                       f"see {MANIFEST} for what was skipped or dropped; add images or relax preprocess.duplicates")
     log.info("preprocess: %s", {s: stats[s] for s in SPLITS})
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from deepfake_detector import entrypoint
-from deepfake_detector.errors import DataError
+from deepfake_detector import check_both_classes, entrypoint
 from deepfake_detector.files import write_json
 from deepfake_detector.params import as_dict, load_section
 from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_LIVE, TRAIN_METRICS
@@ -23,11 +22,8 @@ def main() -> None:
     from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
 
     index = records.load_index(PROCESSED)
-    for split in ("train", "validation"):
-        counts = index["splits"][split]
-        if not counts["real"] or not counts["fake"]:
-            raise DataError(f"{PROCESSED}: {split} needs both Real and Fake images, has {counts['real']} "
-                            f"real and {counts['fake']} fake; rerun preprocess on a fuller dataset")
+    check_both_classes({split: index["splits"][split] for split in ("train", "validation")}, str(PROCESSED),
+                       "rerun preprocess on a fuller dataset")
     model, metrics = training.fit(PROCESSED, index, params, str(TRAIN_LIVE))
     modelfile.save(model, MODEL, meta={
         "model": params.model,
