@@ -50,8 +50,8 @@ def step_rates(project: Path, models: list[str], rounds: int, steps: int = 20) -
 
     train = params.load_section("train", project / "params.yaml")
     folder = project / paths.PROCESSED
-    index = records.load_index(folder)
-    data, _ = training.train_dataset(folder, index, train.image_size, train.batch_size, 10**9,
+    catalog = records.load_catalog(folder)
+    data, _ = training.train_dataset(folder, catalog, train.image_size, train.batch_size, 10**9,
                                      train.augment, train.seed)
     data = data.repeat()
     compiled = {}

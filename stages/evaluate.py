@@ -22,14 +22,14 @@ SPLITS = ("validation", "test")
 log = logging.getLogger("evaluate")
 
 
-def score_split(model, index: dict, split: str, image_size: int, batch_size: int) -> pd.DataFrame:
+def score_split(model, catalog: dict, split: str, image_size: int, batch_size: int) -> pd.DataFrame:
     import tensorflow as tf
 
     from deepfake_detector import training
 
     infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     frames = []
-    for images, labels, indices in training.eval_dataset(PROCESSED, index, split, image_size, batch_size):
+    for images, labels, indices in training.eval_dataset(PROCESSED, catalog, split, image_size, batch_size):
         frames.append(pd.DataFrame({"index": indices.numpy(), "label": labels.numpy().astype(int),
                                     "score": infer(images).numpy().reshape(-1).astype(float)}))
     scored = pd.concat(frames, ignore_index=True)
@@ -47,8 +47,8 @@ def main() -> None:
     from deepfake_detector import evaluation, modelfile, records
 
     model, meta = modelfile.load(MODEL)
-    index = records.load_index(PROCESSED)
-    scored = {s: score_split(model, index, s, meta["image_size"], params.batch_size) for s in SPLITS}
+    catalog = records.load_catalog(PROCESSED)
+    scored = {s: score_split(model, catalog, s, meta["image_size"], params.batch_size) for s in SPLITS}
     val, test = scored["validation"], scored["test"]
     threshold = evaluation.choose_threshold(val["label"].to_numpy(), val["score"].to_numpy())
     report = {"threshold": threshold, "threshold_rule": "max balanced accuracy on validation"}

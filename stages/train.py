@@ -21,15 +21,15 @@ def main() -> None:
     params = load_section("train")
     from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
 
-    index = records.load_index(PROCESSED)
-    check_both_classes({split: index["splits"][split] for split in ("train", "validation")}, str(PROCESSED),
+    catalog = records.load_catalog(PROCESSED)
+    check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")}, str(PROCESSED),
                        "rerun preprocess on a fuller dataset")
-    model, metrics = training.fit(PROCESSED, index, params, str(TRAIN_LIVE))
+    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE))
     modelfile.save(model, MODEL, meta={
         "model": params.model,
         "image_size": params.image_size,
         "input": "RGB, float32 in [0, 255], square",
-        "stored_image_size": index["image_size"],
+        "stored_image_size": catalog["image_size"],
         "train_params": as_dict(params),
         "train_metrics": metrics,
     })

@@ -108,7 +108,7 @@ def test_training_records_mix_the_classes(tmp_path):
     dvc("repro", "preprocess", cwd=project)
     folder = project / paths.PROCESSED
     labels = [[label for _, label, _ in records.decoded_dataset([path]).as_numpy_iterator()]
-              for path in records.split_files(folder, records.load_index(folder), "train")]
+              for path in records.split_files(folder, records.load_catalog(folder), "train")]
     assert [len(shard) for shard in labels] == [10, 10, 10, 10]
     assert all(0 < sum(shard) < 10 for shard in labels), labels  # every shard holds both classes
     order = [label for shard in labels for label in shard]
