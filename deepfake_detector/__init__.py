@@ -1,6 +1,6 @@
 """deepfake-detector: train and evaluate a real-vs-fake face image detector, reproducibly.
 
-Labels are fixed everywhere, from the records to the CLI's output: Real = 0, Fake = 1, and every score
+Labels are fixed everywhere, from the records to the metrics: Real = 0, Fake = 1, and every score
 is P(fake). Anything that infers class indices from folder names (Keras does so alphabetically, which
 makes Fake = 0) must be handed ``CLASS_NAMES`` explicitly.
 """

@@ -1,7 +1,7 @@
 """Stage `train`: data/processed/ → models/model.keras, metrics/train.json, training curves.
 
 The model file carries the label map (Real = 0, Fake = 1), the input size and how it was trained, so
-that evaluate and predict need nothing else. Per-epoch loss and AUC go to metrics/train_live/ through
+that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_live/ through
 dvclive (its dvc.yaml writing is off: dvc.yaml is written by hand).
 """
 

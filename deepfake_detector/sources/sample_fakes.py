@@ -121,9 +121,7 @@ MANIPULATIONS = {"face_swap": swap_face, "gan_upsample": gan_upsample, "smooth_s
 KINDS = tuple(MANIPULATIONS)
 
 
-# How ``difficulty`` maps onto the traces. Calibrated on the default sample (1600/400/800 images):
-# at 0.5 a MobileNetV3Small trained from scratch for ~60 s of CPU reaches a test ROC-AUC of ~0.98,
-# while a plain 4-block CNN trained 10 epochs stays under 0.995 (numbers in sample.py's docstring).
+# How ``difficulty`` maps onto the traces; calibrated on the default sample (see sample.py's docstring).
 SUBTLETY_CURVE = 3.5  # subtlety = difficulty ** 3.5: 0.25 -> 0.01, 0.5 -> 0.09, 0.75 -> 0.37, 1 -> 1
 WELL_MADE_SHARE = 0.06  # share of well-made fakes = 0.06 * difficulty: 3 % at 0.5
 WELL_MADE_OPACITY = (0.02, 0.08)  # their manipulation is blended in this faintly
