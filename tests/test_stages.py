@@ -95,6 +95,7 @@ def _bright_fake_dark_real_zip(path: Path) -> None:
                     archive.writestr(f"Dataset/{split}/{label}/{wrong}_{i}.jpg", jpeg.tobytes())
 
 
+@pytest.mark.slow
 def test_training_records_mix_the_classes(tmp_path):
     """Archives list one class after the other; the records must not, or training's cache would hold
     one class and the stream the other, and a streaming shuffle buffer would feed one-class batches."""
