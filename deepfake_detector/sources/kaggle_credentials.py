@@ -64,7 +64,8 @@ def _access_token() -> tuple[Credentials | None, str]:
         where = f"the file named by KAGGLE_API_TOKEN ({named})" if Path(named).exists() else \
             "environment KAGGLE_API_TOKEN"
     elif source == "access_token":  # kagglesdk tries the file without, then with, the .txt suffix
-        files = [Path(os.path.expanduser("~/.kaggle")) / name for name in ("access_token", "access_token.txt")]
+        folder = Path(os.path.expanduser("~/.kaggle"))
+        files = [folder / "access_token", folder / "access_token.txt"]
         where = str(next((f for f in files if f.is_file() and f.read_text().strip()), files[0]))
     else:
         where = f"the Kaggle notebook token ({source})"
@@ -90,8 +91,8 @@ def _username_and_key() -> tuple[Credentials | None, str]:
         if any(from_env):
             note = note or " (KAGGLE_USERNAME and KAGGLE_KEY must both be set and non-empty)"
         return None, note
-    where = {(True, True): "environment KAGGLE_USERNAME/KAGGLE_KEY",
-             (False, False): str(config)}.get(tuple(from_env), f"KAGGLE_USERNAME/KAGGLE_KEY together with {config}")
+    where = {(True, True): "environment KAGGLE_USERNAME/KAGGLE_KEY", (False, False): str(config)}.get(
+        tuple(from_env), f"KAGGLE_USERNAME/KAGGLE_KEY together with {config}")
     return Credentials(where, "key", (key,)), note
 
 
