@@ -29,9 +29,26 @@ def skipped_stages(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> tuple[Path, str]:
+    """A project copy after `dvc repro`, committed on main (the run every test here shares)."""
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
     result = dvc("repro", cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", "baseline run"], cwd=project)
     return project, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def variant(pipeline) -> tuple[Path, str, str]:
+    """The same project re-run unchanged, then on a branch `variant` with other train params,
+    re-run and committed: (project, output of the unchanged re-run, output of the variant's)."""
+    project, _ = pipeline
+    again = dvc("repro", cwd=project)
+    run(["git", "checkout", "-qb", "variant"], cwd=project)
+    set_params(project, {"train.learning_rate": 0.0005, "train.augment.flip": False})
+    changed = dvc("repro", cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", "variant run"], cwd=project)
+    return project, again.stdout, changed.stdout
 
 
 def load(project: Path, path: Path) -> dict:
@@ -76,29 +93,16 @@ def test_repro_runs_every_stage_and_writes_the_metric_files(pipeline):
     assert "ROC" in shown and "confusion" in shown.lower()
 
 
-def test_second_repro_skips_and_train_params_rerun_only_train_and_evaluate(pipeline):
-    project, _ = pipeline
-    again = dvc("repro", cwd=project)
-    assert ran_stages(again.stdout) == set()
-    assert skipped_stages(again.stdout) == set(STAGES)
-
-    set_params(project, {"train.learning_rate": 0.001})
-    changed = dvc("repro", cwd=project)
-    assert ran_stages(changed.stdout) == {"train", "evaluate"}
-    assert skipped_stages(changed.stdout) == {"download", "preprocess"}
+def test_second_repro_skips_and_train_params_rerun_only_train_and_evaluate(variant):
+    _, again, changed = variant
+    assert ran_stages(again) == set()
+    assert skipped_stages(again) == set(STAGES)
+    assert ran_stages(changed) == {"train", "evaluate"}
+    assert skipped_stages(changed) == {"download", "preprocess"}
 
 
-def test_metrics_diff_between_branches_in_a_fresh_clone(tmp_path):
-    project = make_project(tmp_path / "project", {"train.epochs": 1})
-    dvc("repro", cwd=project)
-    run(["git", "add", "-A"], cwd=project)
-    run(["git", "commit", "-qm", "baseline run"], cwd=project)
-    run(["git", "checkout", "-qb", "variant"], cwd=project)
-    set_params(project, {"train.learning_rate": 0.0005, "train.augment.flip": False})
-    dvc("repro", cwd=project)
-    run(["git", "add", "-A"], cwd=project)
-    run(["git", "commit", "-qm", "variant run"], cwd=project)
-
+def test_metrics_diff_between_branches_in_a_fresh_clone(variant, tmp_path):
+    project, _, _ = variant
     clone = tmp_path / "clone"  # no DVC cache, no remote: only what git holds
     run(["git", "clone", "-q", "-b", "variant", str(project), str(clone)], cwd=tmp_path)
     run(["git", "branch", "-q", "main", "origin/main"], cwd=clone)

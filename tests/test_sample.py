@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from deepfake_detector import params as params_module
@@ -147,6 +148,7 @@ def test_quality_estimate_reads_the_encoder_setting():
             assert estimate_quality(image) == quality
 
 
+@pytest.mark.slow  # renders 600 images
 def test_no_global_statistics_shortcut(tmp_path):
     """Mean colour, contrast, file size and JPEG quality must not give the label away."""
     from sklearn.linear_model import LogisticRegression
@@ -215,6 +217,7 @@ def detectability(tmp_path: Path, difficulty: float) -> float:
     return cross_val_score(model, np.array(features), np.array(labels), cv=folds, scoring="roc_auc").mean()
 
 
+@pytest.mark.slow  # renders 600 images
 def test_difficulty_scales_the_traces(tmp_path):
     """Crude trace statistics find the fakes of difficulty 0 far more easily than those of 1."""
     blatant, faint = detectability(tmp_path, 0.0), detectability(tmp_path, 1.0)

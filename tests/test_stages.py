@@ -95,19 +95,27 @@ def _bright_fake_dark_real_zip(path: Path) -> None:
                     archive.writestr(f"Dataset/{split}/{label}/{wrong}_{i}.jpg", jpeg.tobytes())
 
 
+@pytest.fixture(scope="module")
+def bright_fakes(tmp_path_factory) -> Path:
+    """A project copy whose local dataset has bright Fake and dark Real images, preprocessed by dvc
+    (shards of 10 records)."""
+    folder = tmp_path_factory.mktemp("bright_fakes")
+    source = folder / "bright_fakes.zip"
+    _bright_fake_dark_real_zip(source)
+    project = make_project(folder / "project", {
+        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64,
+        "preprocess.shard_images": 10})
+    dvc("repro", "preprocess", cwd=project)
+    return project
+
+
 @pytest.mark.slow
-def test_training_records_mix_the_classes(tmp_path):
+def test_training_records_mix_the_classes(bright_fakes):
     """Archives list one class after the other; the records must not, or training's cache would hold
     one class and the stream the other, and a streaming shuffle buffer would feed one-class batches."""
     from deepfake_detector import records
 
-    source = tmp_path / "bright_fakes.zip"
-    _bright_fake_dark_real_zip(source)
-    project = make_project(tmp_path / "project", {
-        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64,
-        "preprocess.shard_images": 10})
-    dvc("repro", "preprocess", cwd=project)
-    folder = project / paths.PROCESSED
+    folder = bright_fakes / paths.PROCESSED
     labels = [[label for _, label, _ in records.decoded_dataset([path]).as_numpy_iterator()]
               for path in records.split_files(folder, records.load_catalog(folder), "train")]
     assert [len(shard) for shard in labels] == [10, 10, 10, 10]
@@ -117,18 +125,14 @@ def test_training_records_mix_the_classes(tmp_path):
 
 
 @pytest.mark.slow
-def test_fake_is_the_positive_class_end_to_end(tmp_path):
+def test_fake_is_the_positive_class_end_to_end(bright_fakes):
     """A "model" scoring brightness must get AUC 1.0 when Fake (bright) = 1, and 0.0 if labels flip;
     a model that calls everything fake has recall 1.0 on Fake."""
     import keras
 
     from deepfake_detector import modelfile
 
-    source = tmp_path / "bright_fakes.zip"
-    _bright_fake_dark_real_zip(source)
-    project = make_project(tmp_path / "project", {
-        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64})
-    dvc("repro", "preprocess", cwd=project)
+    project = bright_fakes
     manifest = pd.read_csv(project / paths.MANIFEST)
     assert (manifest["label"] == manifest["path"].str.contains("/Fake/").astype(int)).all()
 
