@@ -28,8 +28,9 @@ def main() -> None:
     stats["source"] = {"source": source.get("source"), **source.get("archive", {}),
                        **({"kaggle": source["kaggle"]} if "kaggle" in source else {})}
     write_json(DATA_METRICS, stats)
-    check_both_classes({split: stats[split] for split in SPLITS}, f"{ARCHIVE} after checks and deduplication",
-                       f"see {MANIFEST} for what was skipped or dropped; add images or relax preprocess.duplicates")
+    check_both_classes({split: stats[split] for split in SPLITS}, f"{ARCHIVE} after checks and "
+                       f"deduplication", f"see {MANIFEST} for what was skipped or dropped; add images or "
+                       "relax preprocess.duplicates")
     log.info("preprocess: %s", {s: stats[s] for s in SPLITS})
 
 

@@ -1,8 +1,8 @@
 """Stage `train`: data/processed/ → models/model.keras, metrics/train.json, training curves.
 
 The model file carries the label map (Real = 0, Fake = 1), the input size and how it was trained, so
-that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_live/ through
-dvclive (its dvc.yaml writing is off: dvc.yaml is written by hand).
+that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_live/ through dvclive
+(its dvc.yaml writing is off: dvc.yaml is written by hand).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ def main() -> None:
     from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
 
     catalog = records.load_catalog(PROCESSED)
-    check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")}, str(PROCESSED),
-                       "rerun preprocess on a fuller dataset")
+    check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
+                       str(PROCESSED), "rerun preprocess on a fuller dataset")
     model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE))
     modelfile.save(model, MODEL, meta={
         "model": params.model,
