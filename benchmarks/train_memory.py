@@ -12,7 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import dvc, emit, make_project, set_params, timed
+import yaml
+from harness import ROOT, dvc, emit, make_project, set_params, timed
 
 from deepfake_detector import paths
 
@@ -27,7 +28,8 @@ def main() -> None:
         project = make_project(Path(tmp) / "project", {
             "data.sample.image_size": 256, "preprocess.image_size": 256, "preprocess.shard_images": 512,
             "data.sample.train": args.images, "data.sample.validation": 200, "data.sample.test": 200,
-            "train.image_size": 128, "train.epochs": 1, "train.batch_size": 64})
+            "train.image_size": 128, "train.epochs": 1, "train.batch_size": 64,
+            "train.model": yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["model"]})
         dvc("repro", "preprocess", cwd=project)
         decoded_mib = args.images * 128 * 128 * 3 / 2**20
         for budget in args.budgets:
