@@ -74,7 +74,11 @@ def test_augmentation_is_seeded_and_changes_pixels():
     assert float(tf.math.reduce_std(tf.cast(first, tf.float32))) < float(tf.math.reduce_std(tf.cast(image, tf.float32)))
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+BIG_BACKBONES = ("efficientnet_b0", "xception")  # several seconds each on 2 cores
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG_BACKBONES else name
+                                  for name in sorted(models.MODELS)])
 def test_every_registered_model_learns_from_raw_pixels(name):
     """One score per image, and three training steps on one batch (fakes darker) lower the loss: the
     model's input scaling, layers and sigmoid head are wired so that gradients reach the pixels' labels."""
