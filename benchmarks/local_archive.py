@@ -16,6 +16,8 @@ from pathlib import Path
 from harness import ROOT, emit, make_project, set_params, timed
 from ruamel.yaml import YAML
 
+from deepfake_detector import paths
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -34,10 +36,10 @@ def main() -> None:
             timed([str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", stage], cwd=project)
             stages[stage] = round(time.perf_counter() - started, 1)
             print(f"{stage}: {stages[stage]} s", file=sys.stderr)
-        data = json.loads((project / "metrics/data.json").read_text())
-        train = json.loads((project / "metrics/train.json").read_text())
-        evaluation = json.loads((project / "metrics/eval.json").read_text())
-        near = (project / "data/processed/near_duplicates.csv").read_text().splitlines()[1:6]
+        data = json.loads((project / paths.DATA_METRICS).read_text())
+        train = json.loads((project / paths.TRAIN_METRICS).read_text())
+        evaluation = json.loads((project / paths.EVAL_METRICS).read_text())
+        near = (project / paths.PROCESSED / paths.NEAR_FILE).read_text().splitlines()[1:6]
     emit({"archive": str(args.archive), "overrides": overrides, "stage_seconds": stages,
           "data": {k: data[k] for k in ("train", "validation", "test", "skipped", "converted", "duplicates",
                                         "images_per_second")},

@@ -5,6 +5,8 @@
 Prints one JSON object. Cases, all with Kaggle-like split sizes (74% / 21% / 6%):
 - ``uniform``: random 64-bit hashes (the easy case: small buckets, no near pairs);
 - ``clumpy``: 3,000 centres, each copy up to 3 random bit flips away (dense buckets, millions of pairs);
+- ``identical_clump``: ~90% one hash (blank images), 0.5% one bit from it, the rest random: billions of
+  pairs that must be counted, never listed (tests/test_neardup.py checks the counts of this case);
 - ``faces_model`` (with the faces zip): hashes thresholded from a Gaussian fitted to the real faces' low
   DCT coefficients, so the bit biases and correlations of aligned faces shape the buckets;
 - ``real_faces`` (with the zip): the 1,600 real pHashes — nearest-neighbour and all-pairs distances, the
@@ -43,6 +45,13 @@ def _clumpy(n, rng, centres=3000, flips=3):
         hit = rng.random(n) < 0.7
         h[hit] ^= np.uint64(1) << rng.integers(0, 64, hit.sum()).astype(np.uint64)
     return h
+
+
+def _identical_clump(n, rng):
+    blank = np.uint64(0x8000_0000_FFFF_0000)
+    neighbours = np.full(n // 200, blank) ^ (np.uint64(1) << rng.integers(0, 64, n // 200).astype(np.uint64))
+    rest = rng.integers(0, 2**64 - 1, n // 10, dtype=np.uint64, endpoint=True)
+    return np.r_[np.full(n - len(neighbours) - len(rest), blank), neighbours, rest]
 
 
 def _faces(zip_path):
@@ -86,7 +95,7 @@ def main():
     rng = np.random.default_rng(0)
     splits = rng.choice(3, args.n, p=SPLIT_P)
     cases = {"uniform": rng.integers(0, 2**64 - 1, args.n, dtype=np.uint64, endpoint=True),
-             "clumpy": _clumpy(args.n, rng)}
+             "clumpy": _clumpy(args.n, rng), "identical_clump": _identical_clump(args.n, rng)}
     out = []
     if args.faces_zip.is_file():
         names, real, X = _faces(args.faces_zip)

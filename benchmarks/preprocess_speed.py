@@ -15,12 +15,14 @@ from pathlib import Path
 
 from harness import dvc, emit, make_project, set_params, timed
 
+from deepfake_detector import paths
+
 
 def measure(project: Path, params: dict) -> dict:
     set_params(project, params)
     dvc("repro", "--single-item", "download", cwd=project)
     result = timed([sys.executable, "-m", "stages.preprocess"], cwd=project)
-    data = json.loads((project / "metrics/data.json").read_text())
+    data = json.loads((project / paths.DATA_METRICS).read_text())
     return {"images": data["images_total"], "wall_seconds": result["seconds"],
             "images_per_second": data["images_per_second"], "peak_rss_mib": result["peak_rss_mib"],
             "near_duplicate_seconds": data["duplicates"]["near_seconds"]}

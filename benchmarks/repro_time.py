@@ -14,6 +14,8 @@ from pathlib import Path
 
 from harness import dvc, emit, make_project, timed
 
+from deepfake_detector import paths
+
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -27,9 +29,9 @@ def main() -> None:
             stages[stage] = {"seconds": result["seconds"], "peak_rss_mib": result["peak_rss_mib"]}
             print(f"{stage}: {result['seconds']} s", file=sys.stderr)
         total = round(time.perf_counter() - started, 1)
-        evaluation = json.loads((project / "metrics/eval.json").read_text())
-        train = json.loads((project / "metrics/train.json").read_text())
-        data = json.loads((project / "metrics/data.json").read_text())
+        evaluation = json.loads((project / paths.EVAL_METRICS).read_text())
+        train = json.loads((project / paths.TRAIN_METRICS).read_text())
+        data = json.loads((project / paths.DATA_METRICS).read_text())
         status = dvc("status", cwd=project).stdout.strip()
     emit({"total_seconds": total, "target_seconds": 180, "stages": stages,
           "test_roc_auc": round(evaluation["test"]["roc_auc"], 4),

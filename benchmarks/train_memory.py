@@ -12,7 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import dvc, emit, make_project, set_params, timed
+import yaml
+from harness import ROOT, dvc, emit, make_project, set_params, timed
+
+from deepfake_detector import paths
 
 
 def main() -> None:
@@ -25,14 +28,15 @@ def main() -> None:
         project = make_project(Path(tmp) / "project", {
             "data.sample.image_size": 256, "preprocess.image_size": 256, "preprocess.shard_images": 512,
             "data.sample.train": args.images, "data.sample.validation": 200, "data.sample.test": 200,
-            "train.image_size": 128, "train.epochs": 1, "train.batch_size": 64})
+            "train.image_size": 128, "train.epochs": 1, "train.batch_size": 64,
+            "train.model": yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["model"]})
         dvc("repro", "preprocess", cwd=project)
         decoded_mib = args.images * 128 * 128 * 3 / 2**20
         for budget in args.budgets:
             print(f"cache budget {budget} MiB...", file=sys.stderr)
             set_params(project, {"train.cache_ram_mb": budget})
             run = timed([sys.executable, "-m", "stages.train"], cwd=project)
-            train = json.loads((project / "metrics/train.json").read_text())
+            train = json.loads((project / paths.TRAIN_METRICS).read_text())
             results[str(budget)] = {"peak_rss_mib": run["peak_rss_mib"], "cached_images": train["cached_images"],
                                     "seconds": run["seconds"]}
     emit({"train_images": args.images, "decoded_dataset_mib": round(decoded_mib, 1), "by_budget_mib": results})

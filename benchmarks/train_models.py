@@ -25,14 +25,15 @@ from pathlib import Path
 
 from harness import ROOT, dvc, emit, make_project, set_params, timed
 
+from deepfake_detector import paths
 from deepfake_detector.params import load_section
 
 
 def accuracy(project: Path, model: str, seed: int, learning_rate: float) -> dict:
     set_params(project, {"train.model": model, "train.seed": seed, "train.learning_rate": learning_rate})
     timed([str(Path(sys.executable).parent / "dvc"), "repro", "evaluate"], cwd=project)
-    train = json.loads((project / "metrics/train.json").read_text())
-    test = json.loads((project / "metrics/eval.json").read_text())["test"]
+    train = json.loads((project / paths.TRAIN_METRICS).read_text())
+    test = json.loads((project / paths.EVAL_METRICS).read_text())["test"]
     return {"seed": seed, "learning_rate": learning_rate, "test_roc_auc": round(test["roc_auc"], 4),
             "test_balanced_accuracy": round(test["balanced_accuracy"], 4),
             "epochs": train["epochs"], "best_epoch": train["best_epoch"], "parameters": train["parameters"],
@@ -48,9 +49,9 @@ def step_rates(project: Path, models: list[str], rounds: int, steps: int = 20) -
     from deepfake_detector import models as registry, params, records, training
 
     train = params.load_section("train", project / "params.yaml")
-    folder = project / "data/processed"
-    index = records.load_index(folder)
-    data, _ = training.train_dataset(folder, index, train.image_size, train.batch_size, 10**9,
+    folder = project / paths.PROCESSED
+    catalog = records.load_catalog(folder)
+    data, _ = training.train_dataset(folder, catalog, train.image_size, train.batch_size, 10**9,
                                      train.augment, train.seed)
     data = data.repeat()
     compiled = {}

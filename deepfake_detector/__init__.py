@@ -1,6 +1,6 @@
 """deepfake-detector: train and evaluate a real-vs-fake face image detector, reproducibly.
 
-Labels are fixed everywhere, from the records to the CLI's output: Real = 0, Fake = 1, and every score
+Labels are fixed everywhere, from the records to the metrics: Real = 0, Fake = 1, and every score
 is P(fake). Anything that infers class indices from folder names (Keras does so alphabetically, which
 makes Fake = 0) must be handed ``CLASS_NAMES`` explicitly.
 """
@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import signal
 import threading
+
+from .errors import DataError
 
 __version__ = "0.1.0"
 
@@ -40,3 +42,16 @@ def spawn_pool(workers: int, initializer=None, initargs=()):
         return context.Pool(workers, initializer, initargs)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def check_both_classes(counts: dict, where: str, fix: str) -> None:
+    """Every split needs Real and Fake images: training, early stopping and ROC-AUC are undefined
+    otherwise. ``counts``: split (None for a dataset without splits) -> {"real": n, "fake": n}.
+    Raises one ``DataError`` line naming ``where``, the split and the ``fix``."""
+    for split, count in counts.items():
+        present = [name for name in CLASS_NAMES if count.get(name.lower(), 0) > 0]
+        if len(present) < 2:
+            what = f"the {split} split" if split else "the dataset"
+            has = f"only {present[0]} images" if present else "no images"
+            raise DataError(f"{where}: {what} has {has} (a detector needs Real and Fake images in every "
+                            f"split); {fix}")

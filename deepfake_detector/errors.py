@@ -4,7 +4,8 @@
 class UserError(Exception):
     """A problem the user can fix (bad params, bad input, missing credentials).
 
-    Stages and the CLI print ``error: <message>`` and exit with status 2 instead of a traceback.
+    The stage scripts print ``error: <message>`` and exit with status 2 instead of a traceback
+    (``entrypoint.run``).
     """
 
 

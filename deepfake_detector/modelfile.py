@@ -1,4 +1,4 @@
-"""``models/model.keras`` with what predict needs travelling inside it.
+"""``models/model.keras`` with what scoring needs travelling inside it.
 
 A ``.keras`` file is a zip (config, weights); Keras ignores members it doesn't know, so the label map,
 input size and training facts ride along as one extra JSON member. ``read_meta`` needs no TensorFlow.

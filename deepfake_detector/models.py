@@ -1,8 +1,8 @@
 """The model registry: a name in ``train.model`` → a Keras model that maps RGB images in [0, 255]
 (float32, shape [size, size, 3]) to one sigmoid score, P(fake).
 
-Every model takes the same raw input and carries its own input scaling as layers, so nothing outside
-the model (predict, export) needs to know how it was normalised.
+Every model takes the same raw input and carries its own input scaling as layers, so nothing that
+scores images with it (the evaluate stage) needs to know how it was normalised.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def _conv_bn_relu(x, filters: int, strides: int = 1):
 
 
 def _compact_cnn(inputs, weights):
-    """A small plain CNN (0.35M parameters): slower than MobileNetV3Small on CPU, but the best
-    test ROC-AUC on the sample data in our runs (0.987).
+    """A small plain CNN (0.35M parameters); ``benchmarks/train_models.py`` compares its speed and
+    test ROC-AUC with the other models'.
 
     Its first two convolutions run at full input resolution: manipulation traces (blend seams,
-    upsampling grids, missing sensor noise) are pixel-scale, and on the sample data a stride-2 stem
-    measured test ROC-AUC 0.86 against 0.97 for a full-resolution one. Strided convolutions then
-    halve the map while widening, and global average pooling keeps the head small.
+    upsampling grids, missing sensor noise) are pixel-scale, and a stride-2 stem would average them
+    away before the first non-linearity. Strided convolutions then halve the map while widening, and
+    global average pooling keeps the head small.
     """
     x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     x = _conv_bn_relu(x, 16)

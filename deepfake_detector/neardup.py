@@ -147,66 +147,89 @@ def audit(hashes, split_ids, max_distance: int, groups=None, max_examples: int =
     """
     if not 0 <= max_distance < 64:
         raise ValueError(f"max_distance must be in 0..63, got {max_distance}")
-    h = _as_u64(hashes)
-    s = np.asarray(split_ids, np.int64).ravel()
-    if len(s) != len(h) or (len(s) and s.min() < 0):
+    item_hash = _as_u64(hashes)
+    item_split = np.asarray(split_ids, np.int64).ravel()
+    if len(item_split) != len(item_hash) or (len(item_split) and item_split.min() < 0):
         raise ValueError("split_ids must be non-negative and one per hash")
-    n, S = len(h), int(s.max()) + 1 if len(s) else 1
-    values, u = np.unique(h, return_inverse=True)
-    g = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
-    if len(g) != n:
+    n_items = len(item_hash)
+    n_splits = int(item_split.max()) + 1 if n_items else 1
+    values, item_value = np.unique(item_hash, return_inverse=True)  # distinct hashes; each item's one
+    if groups is None:
+        item_group = np.arange(n_items)
+    else:
+        item_group = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+    if len(item_group) != n_items:
         raise ValueError("groups must have one id per hash")
-    G = int(g.max(initial=0)) + 1
-    cells, cell = np.unique(u.astype(np.int64) * G + g, return_inverse=True)  # (hash, group) cells
-    cell_u = cells // G  # the hash value of each cell
-    C = np.bincount(u * S + s, minlength=len(values) * S).reshape(-1, S)  # items per (hash value, split)
-    Cg = np.bincount(cell * S + s, minlength=len(cells) * S).reshape(-1, S)  # items per (cell, split)
+    n_groups = int(item_group.max(initial=0)) + 1
+    # A cell is a (hash value, exact-duplicate group) pair: items in one cell are not counted as near pairs.
+    cells, item_cell = np.unique(item_value.astype(np.int64) * n_groups + item_group, return_inverse=True)
+    cell_value = cells // n_groups
+    value_split_count = np.bincount(item_value * n_splits + item_split,
+                                    minlength=len(values) * n_splits).reshape(-1, n_splits)
+    cell_split_count = np.bincount(item_cell * n_splits + item_split,
+                                   minlength=len(cells) * n_splits).reshape(-1, n_splits)
 
-    def pairs(c):
-        return c * (c - 1) // 2
+    def pairs(count):
+        return count * (count - 1) // 2
+
+    def per_value(cell_totals):
+        return np.bincount(cell_value, cell_totals, len(values)).astype(np.int64)
 
     # identical hashes, counted combinatorially: all pairs minus those inside one exact-duplicate cell
-    within_u = pairs(C).sum(1) - np.bincount(cell_u, pairs(Cg).sum(1), len(values)).astype(np.int64)
-    cross_u = pairs(C.sum(1)) - np.bincount(cell_u, pairs(Cg.sum(1)), len(values)).astype(np.int64) - within_u
-    within, cross = int(within_u.sum()), int(cross_u.sum())
+    within_by_value = pairs(value_split_count).sum(1) - per_value(pairs(cell_split_count).sum(1))
+    cross_by_value = (pairs(value_split_count.sum(1)) - per_value(pairs(cell_split_count.sum(1)))
+                      - within_by_value)
+    within, cross = int(within_by_value.sum()), int(cross_by_value.sum())
     # marked if an earlier split holds the same hash outside the item's own cell...
-    later = (np.cumsum(C, 1) - C)[u, s] > (np.cumsum(Cg, 1) - Cg)[cell, s]
+    earlier_same_value = (np.cumsum(value_split_count, 1) - value_split_count)[item_value, item_split]
+    earlier_same_cell = (np.cumsum(cell_split_count, 1) - cell_split_count)[item_cell, item_split]
+    later_matched = earlier_same_value > earlier_same_cell
     # ...or holds a near distinct hash
-    total = C.sum(1)
-    first_split = np.argmax(C > 0, 1)
-    nearest_earlier = np.full(len(values), S)
-    ex = [np.empty(0, np.int64)] * 3  # candidate example pairs of values (a, b, distance)
+    value_count = value_split_count.sum(1)
+    value_first_split = np.argmax(value_split_count > 0, 1)
+    earliest_near_split = np.full(len(values), n_splits)
+    candidates = [np.empty(0, np.int64)] * 3  # the closest cross-split pairs of values: (a, b, distance)
     for a, b, dist in _distinct_pairs(values, max_distance):
-        same = (C[a] * C[b]).sum(1)
-        within += int(same.sum())
-        cross += int((total[a] * total[b] - same).sum())
-        np.minimum.at(nearest_earlier, a, first_split[b])
-        np.minimum.at(nearest_earlier, b, first_split[a])
-        keep = np.flatnonzero(total[a] * total[b] > same)
-        ex = [np.r_[e, c[keep]] for e, c in zip(ex, (a, b, dist))]
-        top = np.argsort(ex[2], kind="stable")[:max_examples]
-        ex = [e[top] for e in ex]
-    later |= nearest_earlier[u] < s
-    return NearReport(within, cross, later, _examples(u, s, cell, cross_u, ex, max_examples))
+        same_split = (value_split_count[a] * value_split_count[b]).sum(1)
+        within += int(same_split.sum())
+        cross += int((value_count[a] * value_count[b] - same_split).sum())
+        np.minimum.at(earliest_near_split, a, value_first_split[b])
+        np.minimum.at(earliest_near_split, b, value_first_split[a])
+        keep = np.flatnonzero(value_count[a] * value_count[b] > same_split)
+        candidates = [np.r_[column, more[keep]] for column, more in zip(candidates, (a, b, dist))]
+        closest = np.argsort(candidates[2], kind="stable")[:max_examples]
+        candidates = [column[closest] for column in candidates]
+    later_matched |= earliest_near_split[item_value] < item_split
+    examples = _examples(item_value, item_split, item_cell, cross_by_value, candidates, max_examples)
+    return NearReport(within, cross, later_matched, examples)
 
 
-def _examples(u, s, cell, cross_u, ex, max_examples: int) -> list[tuple[int, int, int]]:
+def _examples(item_value, item_split, item_cell, cross_by_value, candidates,
+              max_examples: int) -> list[tuple[int, int, int]]:
     """Turn value-level cross-split pairs into item pairs, closest first, earlier split first."""
-    order = np.argsort(u, kind="stable")
-    bounds = np.searchsorted(u[order], np.arange(len(cross_u) + 1))
-    items = lambda v: order[bounds[v] : bounds[v + 1]]  # noqa: E731
+    order = np.argsort(item_value, kind="stable")
+    bounds = np.searchsorted(item_value[order], np.arange(len(cross_by_value) + 1))
+
+    def items_of(value):
+        return order[bounds[value]:bounds[value + 1]]
+
     found = []
-    for v in np.flatnonzero(cross_u)[:max_examples]:  # same hash, different splits and exact groups
-        L = items(v)
-        i = L[0]
-        other = L[(s[L] != s[i]) & (cell[L] != cell[i])]
+    for value in np.flatnonzero(cross_by_value)[:max_examples]:  # same hash, other split and exact group
+        same = items_of(value)
+        first = same[0]
+        other = same[(item_split[same] != item_split[first]) & (item_cell[same] != item_cell[first])]
         if len(other):
-            found.append((i, other[0], 0))
-        else:  # everything is in i's split or i's cell: a pair must mix those two
-            found.append((L[cell[L] != cell[i]][0], L[s[L] != s[i]][0], 0))
-    for a, b, d in zip(*ex):
-        La, Lb = items(a), items(b)
-        other = Lb[s[Lb] != s[La[0]]]
-        found.append((La[0], other[0], d) if len(other) else (La[s[La] != s[Lb[0]]][0], Lb[0], d))
-    found = [(int(i), int(j), int(d)) if s[i] < s[j] else (int(j), int(i), int(d)) for i, j, d in found]
-    return sorted(found, key=lambda t: t[2])[:max_examples]
+            found.append((first, other[0], 0))
+        else:  # everything is in first's split or first's cell: a pair must mix those two
+            found.append((same[item_cell[same] != item_cell[first]][0],
+                          same[item_split[same] != item_split[first]][0], 0))
+    for a, b, distance in zip(*candidates):
+        items_a, items_b = items_of(a), items_of(b)
+        other = items_b[item_split[items_b] != item_split[items_a[0]]]
+        if len(other):
+            found.append((items_a[0], other[0], distance))
+        else:
+            found.append((items_a[item_split[items_a] != item_split[items_b[0]]][0], items_b[0], distance))
+    ordered = [(int(i), int(j), int(d)) if item_split[i] < item_split[j] else (int(j), int(i), int(d))
+               for i, j, d in found]
+    return sorted(ordered, key=lambda pair: pair[2])[:max_examples]

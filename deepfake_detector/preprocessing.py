@@ -22,10 +22,9 @@ from tqdm import tqdm
 from . import CLASS_NAMES, SPLITS, images, neardup, records, spawn_pool, usable_cpus
 from .errors import DataError
 from .files import replace_dir, write_json
+from .paths import CATALOG_FILE, MANIFEST_FILE, NEAR_FILE
 from .sources import archive, layout
 
-MANIFEST_FILE = "manifest.csv"
-NEAR_FILE = "near_duplicates.csv"  # the closest cross-split near-duplicate pairs, to look at by eye
 MANIFEST_COLUMNS = ["index", "path", "split", "label", "sha256", "phash", "width", "height",
                     "format", "status", "reason"]
 IN_FLIGHT = 2048  # images read but not yet written: the bound that keeps memory flat
@@ -87,7 +86,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     manifest_path = tmp_dir / MANIFEST_FILE
-    state = _State(params, len(members))
+    ledger = _DuplicateLedger(params, len(members))
     workers = params.workers or usable_cpus()
     slots = threading.Semaphore(IN_FLIGHT)
     tasks = ((i, refs.pop(m.name)) for i, m in enumerate(members))
@@ -100,7 +99,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
         for index, sha, result in tqdm(results, total=len(members), desc="preprocess", unit="img"):
             slots.release()
             member = members[index]
-            status, reason = state.decide(index, member, sha, result)
+            status, reason = ledger.decide(index, member, sha, result)
             if status in ("ok", "converted"):
                 writers[member.split].write(result.payload, member.label, index)
             manifest.writerow([index, member.name, member.split, member.label, sha,
@@ -109,18 +108,20 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
                                status, reason])
         for writer in writers.values():
             writer.close()
-    near = state.near_audit(params.duplicates)
+    near = ledger.near_audit(params.duplicates)
     _write_near_examples(tmp_dir / NEAR_FILE, near["examples"], members)
     if params.duplicates.near_cross_split == "drop" and near["drop"]:
         _drop_near(writers, near["drop"], members, manifest_path)
     shards = {s: writers[s].shards for s in SPLITS}
-    _write_index(tmp_dir, shards, params.image_size)
+    _write_catalog(tmp_dir, shards, params.image_size)
     replace_dir(tmp_dir, out_dir)
-    return state.report(shards, near, time.perf_counter() - started)
+    return ledger.report(shards, near, time.perf_counter() - started)
 
 
-class _State:
-    """Duplicate decisions and counters for one run."""
+class _DuplicateLedger:
+    """One run's duplicate bookkeeping: the first copy of every sha256 (exact duplicates are decided on
+    the spot), each kept image's pHash, split and exact-duplicate group (for the near-duplicate audit at
+    the end), and the skipped/converted/duplicate counters that go into metrics/data.json."""
 
     def __init__(self, params, total: int):
         self.dup = params.duplicates
@@ -217,12 +218,12 @@ def _write_near_examples(path: Path, examples: list, members) -> None:
         writer.writerows([members[i].name, members[j].name, d] for i, j, d in examples)
 
 
-def _write_index(folder: Path, shards: dict, image_size: int) -> None:
+def _write_catalog(folder: Path, shards: dict, image_size: int) -> None:
     splits = {}
     for split in SPLITS:
         kept = [s for s in shards[split] if s["records"]]
         splits[split] = {"records": sum(s["records"] for s in kept),
                          "real": sum(s["real"] for s in kept),
                          "fake": sum(s["fake"] for s in kept), "shards": kept}
-    write_json(folder / records.INDEX_FILE, {"image_size": image_size,
-                                         "class_names": list(CLASS_NAMES), "splits": splits})
+    write_json(folder / CATALOG_FILE, {"image_size": image_size, "class_names": list(CLASS_NAMES),
+                                       "splits": splits})

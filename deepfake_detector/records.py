@@ -1,12 +1,16 @@
 """Training-ready records: TFRecord shards per split, written by preprocess and read back by tf.data.
 
 Each record is a ``tf.train.Example`` holding the stored image bytes (the original JPEG, or a lossless
-PNG when preprocess had to convert it), the label (Real = 0, Fake = 1) and the image's row in
-``manifest.csv``. ``records.json`` beside the shards lists them with their counts.
+PNG when preprocess had to convert it), the label (Real = 0, Fake = 1) and ``index``, the image's row
+in ``manifest.csv``. The catalog, ``records.json`` beside the shards, lists each split's shards with
+their counts.
 
 Writing needs no TensorFlow: the Example protobuf and the TFRecord framing (length, masked CRC-32C)
-are a few bytes of format, encoded here, so preprocess starts in a second instead of five and its
-workers' memory stays small. Reading is tf.data's (TensorFlow is imported only there).
+are a few bytes of format, encoded here. Preprocess would import TensorFlow for nothing else, and the
+import costs more than the whole stage does on the sample data (several seconds and ~650 MB in the
+main process), while per record the two writers cost the same; on the full Kaggle dataset it would be
+a few per cent (``benchmarks/tfrecord_writing.py``). Tests read these records back with TensorFlow's
+own parser. Reading is tf.data's (TensorFlow is imported only there).
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ import google_crc32c
 from . import SPLITS
 from .errors import DataError
 from .files import read_json
-
-INDEX_FILE = "records.json"
+from .paths import CATALOG_FILE
 
 
 def _varint(value: int) -> bytes:
@@ -127,18 +130,19 @@ class ShardWriter:
             shard["real"] = len(kept) - shard["fake"]
 
 
-def load_index(folder: str | os.PathLike) -> dict:
-    """``records.json``: {"image_size": n, "splits": {split: {"shards": [...], "records": n, ...}}}."""
-    path = Path(folder) / INDEX_FILE
+def load_catalog(folder: str | os.PathLike) -> dict:
+    """The catalog, ``records.json``: {"image_size": n, "class_names": [...],
+    "splits": {split: {"records": n, "real": n, "fake": n, "shards": [...]}}}."""
+    path = Path(folder) / CATALOG_FILE
     if not path.exists():
         raise DataError(f"{path} not found: run the preprocess stage first (`dvc repro preprocess`)")
     return read_json(path)
 
 
-def split_files(folder: str | os.PathLike, index: dict, split: str) -> list[str]:
+def split_files(folder: str | os.PathLike, catalog: dict, split: str) -> list[str]:
     if split not in SPLITS:
         raise KeyError(split)
-    return [str(Path(folder) / shard["file"]) for shard in index["splits"][split]["shards"]]
+    return [str(Path(folder) / shard["file"]) for shard in catalog["splits"][split]["shards"]]
 
 
 def decoded_dataset(files: list[str], resize_to: int | None = None):

@@ -47,12 +47,12 @@ def _cached_split(shards: list[dict], budget_images: int) -> int:
     return fitted
 
 
-def train_dataset(folder, index: dict, image_size: int, batch_size: int, cache_images: int,
+def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache_images: int,
                   augment_params, seed: int) -> tuple[tf.data.Dataset, int]:
     """Shuffled, augmented, batched training data; returns (dataset, images held in the cache)."""
-    shards = index["splits"]["train"]["shards"]
-    files = records.split_files(folder, index, "train")
-    resize_to = image_size if image_size != index["image_size"] else None
+    shards = catalog["splits"]["train"]["shards"]
+    files = records.split_files(folder, catalog, "train")
+    resize_to = image_size if image_size != catalog["image_size"] else None
     fitted = _cached_split(shards, cache_images)
     cached_n = sum(s["records"] for s in shards[:fitted])
     parts, weights = [], []
@@ -63,7 +63,7 @@ def train_dataset(folder, index: dict, image_size: int, batch_size: int, cache_i
     if fitted < len(files):
         parts.append(records.decoded_dataset(files[fitted:], resize_to)
                      .shuffle(STREAM_SHUFFLE, seed=seed + 1, reshuffle_each_iteration=True))
-        weights.append(index["splits"]["train"]["records"] - cached_n)
+        weights.append(catalog["splits"]["train"]["records"] - cached_n)
     if len(parts) == 1:
         data = parts[0]
     else:  # mix cached and streamed images in proportion, so every batch draws from both
@@ -76,11 +76,11 @@ def train_dataset(folder, index: dict, image_size: int, batch_size: int, cache_i
     return _batched(data, batch_size), cached_n
 
 
-def eval_dataset(folder, index: dict, split: str, image_size: int, batch_size: int,
+def eval_dataset(folder, catalog: dict, split: str, image_size: int, batch_size: int,
                  cache: bool = False) -> tf.data.Dataset:
     """(images, labels, manifest indices) in record order, for validation and evaluation."""
-    resize_to = image_size if image_size != index["image_size"] else None
-    data = records.decoded_dataset(records.split_files(folder, index, split), resize_to)
+    resize_to = image_size if image_size != catalog["image_size"] else None
+    data = records.decoded_dataset(records.split_files(folder, catalog, split), resize_to)
     if cache:
         data = data.cache()
     return _batched(data, batch_size)
@@ -116,7 +116,7 @@ class Throughput(keras.callbacks.Callback):
         return statistics.median(self.rates[1:] if len(self.rates) > 1 else self.rates)
 
 
-def fit(folder, index: dict, params, live_dir: str) -> tuple[keras.Model, dict]:
+def fit(folder, catalog: dict, params, live_dir: str) -> tuple[keras.Model, dict]:
     """Train ``params.model`` on the records in ``folder``; returns (best model, train metrics)."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
@@ -126,12 +126,12 @@ def fit(folder, index: dict, params, live_dir: str) -> tuple[keras.Model, dict]:
     mixed = use_mixed_precision(params.mixed_precision)
     bytes_per_image = params.image_size ** 2 * 3
     train_budget = params.cache_ram_mb * 2**20 // bytes_per_image
-    train_data, cached = train_dataset(folder, index, params.image_size, params.batch_size,
+    train_data, cached = train_dataset(folder, catalog, params.image_size, params.batch_size,
                                        train_budget, params.augment, params.seed)
-    n_train = index["splits"]["train"]["records"]
-    n_val = index["splits"]["validation"]["records"]
+    n_train = catalog["splits"]["train"]["records"]
+    n_val = catalog["splits"]["validation"]["records"]
     val_cache = cached == n_train and n_train + n_val <= train_budget
-    val_data = eval_dataset(folder, index, "validation", params.image_size, params.batch_size,
+    val_data = eval_dataset(folder, catalog, "validation", params.image_size, params.batch_size,
                             cache=val_cache).map(lambda x, y, i: (x, y))
     log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s", n_train, cached,
              n_val, device_name(), ", mixed precision" if mixed else "")

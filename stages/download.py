@@ -12,14 +12,12 @@ import logging
 import time
 from pathlib import Path
 
-from deepfake_detector import stage
+from deepfake_detector import entrypoint
 from deepfake_detector.files import remove_stale_temps, scratch_path, sha256_file, write_json
 from deepfake_detector.params import as_dict, load_section
+from deepfake_detector.paths import ARCHIVE, RAW_DIR, SOURCE_INFO
 from deepfake_detector.sources import archive
 
-RAW_DIR = Path("data/raw")
-ARCHIVE = RAW_DIR / "dataset.zip"
-SOURCE_INFO = RAW_DIR / "source.json"
 log = logging.getLogger("download")
 
 
@@ -69,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

@@ -13,27 +13,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfake_detector import CLASS_NAMES, stage
+from deepfake_detector import CLASS_NAMES, entrypoint
 from deepfake_detector.files import atomic_path, write_json
 from deepfake_detector.params import load_section
+from deepfake_detector.paths import EVAL_METRICS, MANIFEST, MODEL, PLOTS, PREDICTIONS, PROCESSED
 
-PROCESSED = Path("data/processed")
-MODEL = Path("models/model.keras")
-EVAL_METRICS = Path("metrics/eval.json")
-PLOTS = Path("metrics/plots")
-PREDICTIONS = Path("data/eval/predictions.csv")
 SPLITS = ("validation", "test")
 log = logging.getLogger("evaluate")
 
 
-def score_split(model, index: dict, split: str, image_size: int, batch_size: int) -> pd.DataFrame:
+def score_split(model, catalog: dict, split: str, image_size: int, batch_size: int) -> pd.DataFrame:
     import tensorflow as tf
 
     from deepfake_detector import training
 
     infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     frames = []
-    for images, labels, indices in training.eval_dataset(PROCESSED, index, split, image_size, batch_size):
+    for images, labels, indices in training.eval_dataset(PROCESSED, catalog, split, image_size, batch_size):
         frames.append(pd.DataFrame({"index": indices.numpy(), "label": labels.numpy().astype(int),
                                     "score": infer(images).numpy().reshape(-1).astype(float)}))
     scored = pd.concat(frames, ignore_index=True)
@@ -51,8 +47,8 @@ def main() -> None:
     from deepfake_detector import evaluation, modelfile, records
 
     model, meta = modelfile.load(MODEL)
-    index = records.load_index(PROCESSED)
-    scored = {s: score_split(model, index, s, meta["image_size"], params.batch_size) for s in SPLITS}
+    catalog = records.load_catalog(PROCESSED)
+    scored = {s: score_split(model, catalog, s, meta["image_size"], params.batch_size) for s in SPLITS}
     val, test = scored["validation"], scored["test"]
     threshold = evaluation.choose_threshold(val["label"].to_numpy(), val["score"].to_numpy())
     report = {"threshold": threshold, "threshold_rule": "max balanced accuracy on validation"}
@@ -69,7 +65,7 @@ def main() -> None:
                          report["test"]["confusion"], threshold, PLOTS)
     write_json(EVAL_METRICS, report)
 
-    manifest = pd.read_csv(PROCESSED / "manifest.csv", usecols=["index", "path"])
+    manifest = pd.read_csv(MANIFEST, usecols=["index", "path"])
     predictions = pd.concat([val, test]).merge(manifest, on="index", how="left")
     predictions["predicted"] = np.where(predictions["score"] >= threshold, CLASS_NAMES[1], CLASS_NAMES[0])
     write_csv(predictions[["path", "split", "label", "score", "predicted"]], PREDICTIONS)
@@ -78,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

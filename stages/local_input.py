@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfake_detector import stage
+from deepfake_detector import entrypoint
 from deepfake_detector.params import load_section
+from deepfake_detector.paths import LOCAL_INPUT
 from deepfake_detector.sources import archive, local
-
-LINK = Path("data/local_input")
 
 
 def main() -> None:
     params = load_section("data", extra_checks=local.check_params)
     source = Path(params.local_path) if params.source == "local" else None
-    local.link_input(source, LINK, archive.Limits.from_params(params))
+    local.link_input(source, LOCAL_INPUT, archive.Limits.from_params(params))
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

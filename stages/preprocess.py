@@ -8,30 +8,15 @@ and metrics/data.json (counts, skipped, converted, duplicates, speed, source).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from deepfake_detector import SPLITS, stage
+from deepfake_detector import SPLITS, check_both_classes, entrypoint
 from deepfake_detector.errors import DataError
 from deepfake_detector.files import read_json, write_json
 from deepfake_detector.params import load_section
+from deepfake_detector.paths import ARCHIVE, DATA_METRICS, MANIFEST, PROCESSED, SOURCE_INFO
 from deepfake_detector.preprocessing import preprocess
 
-ARCHIVE = Path("data/raw/dataset.zip")
-SOURCE_INFO = Path("data/raw/source.json")
-PROCESSED = Path("data/processed")
-MANIFEST = PROCESSED / "manifest.csv"
-DATA_METRICS = Path("metrics/data.json")
 log = logging.getLogger("preprocess")
-
-
-def check_classes(stats: dict) -> None:
-    """Every split needs both classes: training, early stopping and ROC-AUC are undefined otherwise."""
-    for split in SPLITS:
-        empty = [name for name in ("real", "fake") if stats[split][name] == 0]
-        if empty:
-            raise DataError(f"{ARCHIVE}: no usable {' or '.join(empty)} images left in {split} after "
-                            f"checks and deduplication (see {MANIFEST}); add images or relax "
-                            "preprocess.duplicates")
 
 
 def main() -> None:
@@ -43,9 +28,11 @@ def main() -> None:
     stats["source"] = {"source": source.get("source"), **source.get("archive", {}),
                        **({"kaggle": source["kaggle"]} if "kaggle" in source else {})}
     write_json(DATA_METRICS, stats)
-    check_classes(stats)
+    check_both_classes({split: stats[split] for split in SPLITS}, f"{ARCHIVE} after checks and "
+                       f"deduplication", f"see {MANIFEST} for what was skipped or dropped; add images or "
+                       "relax preprocess.duplicates")
     log.info("preprocess: %s", {s: stats[s] for s in SPLITS})
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

@@ -1,24 +1,19 @@
 """Stage `train`: data/processed/ → models/model.keras, metrics/train.json, training curves.
 
 The model file carries the label map (Real = 0, Fake = 1), the input size and how it was trained, so
-that evaluate and predict need nothing else. Per-epoch loss and AUC go to metrics/train_live/ through
-dvclive (its dvc.yaml writing is off: dvc.yaml is written by hand).
+that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_live/ through dvclive
+(its dvc.yaml writing is off: dvc.yaml is written by hand).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from deepfake_detector import stage
-from deepfake_detector.errors import DataError
+from deepfake_detector import check_both_classes, entrypoint
 from deepfake_detector.files import write_json
 from deepfake_detector.params import as_dict, load_section
+from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_LIVE, TRAIN_METRICS
 
-PROCESSED = Path("data/processed")
-MODEL = Path("models/model.keras")
-TRAIN_METRICS = Path("metrics/train.json")
-LIVE_DIR = "metrics/train_live"
 log = logging.getLogger("train")
 
 
@@ -26,18 +21,15 @@ def main() -> None:
     params = load_section("train")
     from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
 
-    index = records.load_index(PROCESSED)
-    for split in ("train", "validation"):
-        counts = index["splits"][split]
-        if not counts["real"] or not counts["fake"]:
-            raise DataError(f"{PROCESSED}: {split} needs both Real and Fake images, has {counts['real']} "
-                            f"real and {counts['fake']} fake; rerun preprocess on a fuller dataset")
-    model, metrics = training.fit(PROCESSED, index, params, LIVE_DIR)
+    catalog = records.load_catalog(PROCESSED)
+    check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
+                       str(PROCESSED), "rerun preprocess on a fuller dataset")
+    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE))
     modelfile.save(model, MODEL, meta={
         "model": params.model,
         "image_size": params.image_size,
         "input": "RGB, float32 in [0, 255], square",
-        "stored_image_size": index["image_size"],
+        "stored_image_size": catalog["image_size"],
         "train_params": as_dict(params),
         "train_metrics": metrics,
     })
@@ -46,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    entrypoint.run(main)

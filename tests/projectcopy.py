@@ -20,6 +20,8 @@ TINY_PARAMS = {
     "data.sample.image_size": 128,
     "preprocess.image_size": 128,
     "preprocess.shard_images": 64,
+    # The quickest model to build and fit: these copies test the pipeline (test_training fits every model).
+    "train.model": "compact_cnn",
     "train.image_size": 64,
     "train.batch_size": 32,
     "train.epochs": 2,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import badimages
-from deepfake_detector import files
+from deepfake_detector import files, paths
 from deepfake_detector.errors import UserError
 from projectcopy import make_project, project_env
 
@@ -61,8 +61,8 @@ def test_the_download_stage_outputs_are_readable_by_others_under_umask_022(tmp_p
     project = make_project(tmp_path / "project", {"data.source": "local", "data.local_path": str(source)})
     subprocess.run([sys.executable, "-m", "stages.download"], cwd=project, env=project_env(), check=True,
                    capture_output=True, preexec_fn=lambda: os.umask(0o022))
-    assert mode(project / "data/raw/dataset.zip") == 0o644
-    assert mode(project / "data/raw/source.json") == 0o644
+    assert mode(project / paths.ARCHIVE) == 0o644
+    assert mode(project / paths.SOURCE_INFO) == 0o644
 
 
 def folder(path: Path, names: dict[str, str]) -> Path:
@@ -148,7 +148,7 @@ def test_preprocess_replaces_a_processed_folder_it_cannot_fully_delete_as_a_whol
     for stage in ("download", "preprocess"):
         subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=project, env=project_env(),
                        check=True, capture_output=True)
-    processed = project / "data/processed"
+    processed = project / paths.PROCESSED
     stuck = processed / "records.json" if os.geteuid() == 0 else folder(processed / "locked", {"x": ""})
     undeletable(stuck)
     try:
@@ -161,8 +161,8 @@ def test_preprocess_replaces_a_processed_folder_it_cannot_fully_delete_as_a_whol
             undeletable(moved, on=False)
     assert result.returncode == 0, result.stderr
     assert "could not delete the previous processed" in result.stderr and "Traceback" not in result.stderr
-    index = records.load_index(processed)
-    shards = [shard["file"] for split in index["splits"].values() for shard in split["shards"]]
+    catalog = records.load_catalog(processed)
+    shards = [shard["file"] for split in catalog["splits"].values() for shard in split["shards"]]
     assert len(shards) == 6 and all((processed / name).is_file() for name in shards)  # 3 per shard now
     assert sorted(p.name for p in processed.iterdir()) == sorted(
         [*shards, "records.json", "manifest.csv", "near_duplicates.csv"])

@@ -2,8 +2,10 @@
 
 import pytest
 
+from deepfake_detector import check_both_classes
 from deepfake_detector.errors import DataError
-from deepfake_detector.sources.layout import EXPECTED, canonical_name, detect
+from deepfake_detector.sources.canonical import member_name
+from deepfake_detector.sources.layout import EXPECTED, detect
 
 
 def names_for(template: str, splits=("Train", "Validation", "Test"), classes=("Real", "Fake"), n=2):
@@ -44,10 +46,10 @@ def test_descriptions():
 
 
 def test_canonical_names_map_trivially():
-    names = [canonical_name(s, label, f"sub/{i}.jpg") for s in ("train", "validation", "test")
+    names = [member_name(s, label, f"sub/{i}.jpg") for s in ("train", "validation", "test")
              for label in (0, 1) for i in range(2)]
     layout = detect(names, "data/raw/dataset.zip")
-    assert all(canonical_name(m.split, m.label, m.relative) == m.name for m in layout.members)
+    assert all(member_name(m.split, m.label, m.relative) == m.name for m in layout.members)
     assert {m.relative for m in layout.members} == {"sub/0.jpg", "sub/1.jpg"}
 
 
@@ -86,9 +88,9 @@ def test_junk_dirs_and_loose_files_ignored():
     ([], "no files"),
     (["images/a.jpg", "images/b/c.jpg", "labels.csv"], "found folders images/, images/b/"),
     (["a.jpg", "b.jpg"], "only loose files"),
-    (["train/real/a.jpg", "train/real/b.jpg"], "split Train/ has only Real/"),
-    (["fake/a.jpg"], "found only Fake/"),
-    (["train/real/a.jpg", "train/fake/a.jpg", "test/real/a.jpg"], "split Test/ has only Real/"),
+    (["train/real/a.jpg", "train/real/b.jpg"], "the train split has only Real images"),
+    (["fake/a.jpg"], "the dataset has only Fake images"),
+    (["train/real/a.jpg", "train/fake/a.jpg", "test/real/a.jpg"], "the test split has only Real images"),
     (["real/fake/a.jpg", "real/b.jpg", "fake/c.jpg"], "class folder inside another class folder (real/fake/)"),
     (["train/real/a.jpg", "train/fake/a.jpg", "real/b.jpg", "fake/b.jpg"],
      "split folders for some class folders but not others"),
@@ -118,3 +120,13 @@ def test_ambiguous_class_prefix_not_a_class_folder():
 def test_duplicate_entry_refused():
     with pytest.raises(DataError, match="appears twice"):
         detect(["real/a.jpg", "real/a.jpg", "fake/b.jpg"], "x")
+
+
+def test_both_classes_check_names_the_split_and_the_fix():
+    """The one check that preprocess, train and layout detection share."""
+    check_both_classes({"train": {"real": 3, "fake": 1}, None: {"real": 1, "fake": 2}}, "x", "fix it")
+    with pytest.raises(DataError) as caught:
+        check_both_classes({"train": {"real": 3, "fake": 1}, "validation": {"real": 0, "fake": 0}},
+                           "data/processed", "rerun preprocess")
+    assert str(caught.value) == ("data/processed: the validation split has no images (a detector needs Real "
+                                 "and Fake images in every split); rerun preprocess")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from deepfake_detector.errors import DataError
-from deepfake_detector.sources import archive
-from deepfake_detector.sources.layout import Member, canonical_name, detect
+from deepfake_detector.sources import archive, canonical
+from deepfake_detector.sources.canonical import member_name
+from deepfake_detector.sources.layout import Member, detect
 from deepfake_detector.sources.local import carve_pool, import_dataset
 
 LIMITS = archive.Limits(max_member_bytes=2**20, max_total_bytes=2**30)
@@ -58,7 +59,10 @@ def canonical_content(path):
         assert layout.splits == ("train", "validation", "test") and layout.ignored == 0
         content = {}
         for m in layout.members:
-            assert m.name == canonical_name(m.split, m.label, m.relative)
+            assert m.name == member_name(m.split, m.label, m.relative)
+            info = zf.getinfo(m.name)  # written like the sample's archive: stored, fixed time, a Unix file
+            assert (info.compress_type, info.date_time, info.create_system, info.external_attr >> 16) == (
+                zipfile.ZIP_STORED, canonical.ZIP_DATE, 3, canonical.FILE_MODE)
             content.setdefault((m.split, m.label), Counter())[hashlib.sha256(zf.read(m.name)).hexdigest()] += 1
         return content
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import badimages
+from deepfake_detector import paths
 from projectcopy import dvc, make_project, run
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,7 @@ def test_a_changed_local_dataset_reruns_download_and_an_unchanged_one_nothing(tm
     status = dvc("status", "preprocess", "--with-deps", cwd=project).stdout
     assert "data/local_input" in status and "modified" in status
     assert {"download", "preprocess"} <= ran(dvc("repro", "preprocess", cwd=project))
-    data = json.loads((project / "metrics/data.json").read_text())
+    data = json.loads((project / paths.DATA_METRICS).read_text())
     assert data["test"] == ({"real": 5, "fake": 5} if kind == "zip" else {"real": 4, "fake": 5})
     assert up_to_date(project)
 
@@ -83,9 +84,9 @@ def test_a_forced_redownload_of_the_same_data_is_byte_identical_and_reruns_nothi
     project = make_project(tmp_path / "project", {
         "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64})
     dvc("repro", "preprocess", cwd=project)
-    before = {p.name: p.read_bytes() for p in (project / "data/raw").iterdir()}
+    before = {p.name: p.read_bytes() for p in (project / paths.RAW_DIR).iterdir()}
     assert ran(dvc("repro", "--force", "--single-item", "download", cwd=project)) == {"download"}
-    assert {p.name: p.read_bytes() for p in (project / "data/raw").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (project / paths.RAW_DIR).iterdir()} == before
     assert up_to_date(project)
 
 
@@ -94,7 +95,7 @@ def test_other_sources_need_no_local_path_and_stay_up_to_date(tmp_path):
     is up to date after a run, also in a fresh clone where the placeholder is missing."""
     project = make_project(tmp_path / "project", {"data.local_path": None})
     dvc("repro", "download", cwd=project)
-    assert (project / "data/local_input").is_file() and not (project / "data/local_input").is_symlink()
+    assert (project / paths.LOCAL_INPUT).is_file() and not (project / paths.LOCAL_INPUT).is_symlink()
     assert "up to date" in dvc("status", "download", "--with-deps", cwd=project).stdout
     run(["git", "add", "-A"], cwd=project)
     run(["git", "commit", "-qm", "downloaded"], cwd=project)
@@ -113,4 +114,4 @@ def test_a_fifo_in_a_local_folder_fails_fast_through_dvc(tmp_path):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "pipe.jpg" in errors[0] and "FIFO" in errors[0]
-    assert "Traceback" not in result.stderr and not (project / "data/raw/dataset.zip").exists()
+    assert "Traceback" not in result.stderr and not (project / paths.ARCHIVE).exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detector import modelfile
+from deepfake_detector import modelfile, paths
 from deepfake_detector.errors import UserError
 from projectcopy import make_project, run
 
@@ -83,7 +83,7 @@ def test_the_good_model_loads_and_a_missing_one_says_to_train(good_model, tmp_pa
 def test_the_evaluate_stage_reports_it_in_one_line(good_model, tmp_path, corruption):
     project = make_project(tmp_path / "project")
     (project / "models").mkdir(exist_ok=True)
-    CORRUPTIONS[corruption](good_model, project / "models/model.keras")
+    CORRUPTIONS[corruption](good_model, project / paths.MODEL)
     result = run([sys.executable, "-m", "stages.evaluate"], cwd=project, check=False)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -155,14 +153,13 @@ def test_audit_equals_brute_force(sets, d, with_groups):
     assert dists == cross_d[: len(dists)].tolist()
 
 
-def test_identical_clump_does_not_explode():
+def test_identical_clump_is_counted_without_listing_pairs():
+    """20 billion pairs, counted combinatorially (benchmarks/neardup_speed.py times this case)."""
     rng = np.random.default_rng(3)
     blank = np.uint64(0x8000_0000_FFFF_0000)
     h = np.r_[np.full(200_000, blank), _flip(np.full(1000, blank), 1, rng), _uniform(20_000, rng)]
     s = np.r_[np.zeros(150_000), np.ones(50_000), np.full(1000, 2), np.zeros(20_000)].astype(int)
-    t = time.perf_counter()
     r = audit(h, s, 4)
-    assert time.perf_counter() - t < 5
     # 200k identical + 1,000 one-bit neighbours: all 201,000 items are pairwise within 2 bits
     m = 201_000
     in_split = 150_000 * 149_999 // 2 + 50_000 * 49_999 // 2 + 1000 * 999 // 2

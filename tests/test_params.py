@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-import yaml
+import shutil
+from pathlib import Path
 
-from projectcopy import ROOT
+import pytest
+
+from projectcopy import ROOT, set_params
 from deepfake_detector.errors import ParamError
 from deepfake_detector.params import SCHEMA, load_section
 
@@ -15,17 +17,11 @@ def test_shipped_params_are_valid(section):
     load_section(section, ROOT / "params.yaml")
 
 
-def write(tmp_path, section: str, **changes) -> str:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        node = params[section]
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return str(path)
+def write(tmp_path, section: str, **changes) -> Path:
+    """A copy of the shipped params.yaml with ``changes`` (``augment__flip`` for train.augment.flip)."""
+    shutil.copyfile(ROOT / "params.yaml", tmp_path / "params.yaml")
+    set_params(tmp_path, {f"{section}.{key.replace('__', '.')}": value for key, value in changes.items()})
+    return tmp_path / "params.yaml"
 
 
 @pytest.mark.parametrize("section, key, value, named", [

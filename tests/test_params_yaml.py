@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from deepfake_detector import paths
 from deepfake_detector.errors import ParamError
 from deepfake_detector.params import SCHEMA, Spec, load_section, read_file
 from projectcopy import ROOT, dvc, make_project, run
@@ -88,7 +89,7 @@ def test_a_broken_params_file_is_one_line_from_a_direct_stage_run(tmp_path, stag
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message
     assert message.startswith("error: params.yaml") and expected in message, message
-    assert not (project / "data/raw").exists()
+    assert not (project / paths.RAW_DIR).exists()
 
 
 @pytest.mark.slow
@@ -101,11 +102,11 @@ def test_dvc_exp_run_set_values_mean_the_same_in_the_stages(tmp_path):
     shown = json.loads(dvc("params", "diff", "--all", "--json", cwd=project).stdout)["params.yaml"]
     assert shown["train.mixed_precision"]["new"] == "on"  # what DVC means...
     assert shown["train.learning_rate"]["new"] == 0.004 and shown["preprocess.max_pixels"]["new"] == 5e7
-    train = json.loads((project / "metrics/train.json").read_text())
+    train = json.loads((project / paths.TRAIN_METRICS).read_text())
     assert train["mixed_precision"] is True  # ...is what the train stage did
-    with zipfile.ZipFile(project / "models/model.keras") as bundle:
+    with zipfile.ZipFile(project / paths.MODEL) as bundle:
         trained_with = json.loads(bundle.read("deepfake_detector.json"))["train_params"]
     assert trained_with["learning_rate"] == 0.004 and trained_with["mixed_precision"] == "on"
 
     dvc("exp", "run", "-S", "train.mixed_precision=off", "train", cwd=project)
-    assert json.loads((project / "metrics/train.json").read_text())["mixed_precision"] is False
+    assert json.loads((project / paths.TRAIN_METRICS).read_text())["mixed_precision"] is False

@@ -9,10 +9,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from deepfake_detector import params as params_module
-from deepfake_detector.sources import sample, sample_fakes, sample_render
+from deepfake_detector.sources import canonical, sample, sample_fakes, sample_render
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,9 +47,9 @@ def test_layout_counts_and_jpegs(tmp_path):
         # half Real, half Fake; an odd split gives Real the extra image
         assert counts == {("Train", "Real"): 5, ("Train", "Fake"): 4, ("Validation", "Real"): 2,
                           ("Validation", "Fake"): 2, ("Test", "Real"): 3, ("Test", "Fake"): 2}
-        for info in infos:
-            assert info.compress_type == zipfile.ZIP_STORED
-            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        for info in infos:  # written like a repacked local archive: stored, fixed time, a Unix file
+            assert (info.compress_type, info.date_time, info.create_system, info.external_attr >> 16) == (
+                zipfile.ZIP_STORED, canonical.ZIP_DATE, 3, canonical.FILE_MODE)
             data = archive.read(info)
             assert data[:2] == b"\xff\xd8"
             with Image.open(io.BytesIO(data)) as image:
@@ -147,6 +148,7 @@ def test_quality_estimate_reads_the_encoder_setting():
             assert estimate_quality(image) == quality
 
 
+@pytest.mark.slow  # renders 600 images
 def test_no_global_statistics_shortcut(tmp_path):
     """Mean colour, contrast, file size and JPEG quality must not give the label away."""
     from sklearn.linear_model import LogisticRegression
@@ -215,6 +217,7 @@ def detectability(tmp_path: Path, difficulty: float) -> float:
     return cross_val_score(model, np.array(features), np.array(labels), cv=folds, scoring="roc_auc").mean()
 
 
+@pytest.mark.slow  # renders 600 images
 def test_difficulty_scales_the_traces(tmp_path):
     """Crude trace statistics find the fakes of difficulty 0 far more easily than those of 1."""
     blatant, faint = detectability(tmp_path, 0.0), detectability(tmp_path, 1.0)

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 import badimages
+from deepfake_detector import paths
 from projectcopy import dvc, make_project, project_env, run, set_params
 
 
@@ -38,7 +39,7 @@ def test_bad_params_fail_at_stage_start_with_one_line_naming_the_key(project, st
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1, message
     assert message.startswith("error: params.yaml: ") and key in message
-    assert not (project / "data/raw").exists() and not (project / "models/model.keras").exists()
+    assert not (project / paths.RAW_DIR).exists() and not (project / paths.MODEL).exists()
 
 
 def test_unknown_and_missing_keys_are_named(project):
@@ -72,8 +73,8 @@ def test_bad_images_are_skipped_or_converted_and_counted(tmp_path):
         "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 256})
     dvc("repro", "preprocess", cwd=project)
 
-    data = json.loads((project / "metrics/data.json").read_text())
-    manifest = pd.read_csv(project / "data/processed/manifest.csv", keep_default_na=False)
+    data = json.loads((project / paths.DATA_METRICS).read_text())
+    manifest = pd.read_csv(project / paths.MANIFEST, keep_default_na=False)
     for name, (_, status, reason) in bad.items():
         row = manifest[manifest["path"].str.endswith(f"bad_{name}.jpg")].iloc[0]
         assert row["status"] == status, name
@@ -101,20 +102,29 @@ def _bright_fake_dark_real_zip(path: Path) -> None:
                     archive.writestr(f"Dataset/{split}/{label}/{wrong}_{i}.jpg", jpeg.tobytes())
 
 
-def test_training_records_mix_the_classes(tmp_path):
+@pytest.fixture(scope="module")
+def bright_fakes(tmp_path_factory) -> Path:
+    """A project copy whose local dataset has bright Fake and dark Real images, preprocessed by dvc
+    (shards of 10 records)."""
+    folder = tmp_path_factory.mktemp("bright_fakes")
+    source = folder / "bright_fakes.zip"
+    _bright_fake_dark_real_zip(source)
+    project = make_project(folder / "project", {
+        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64,
+        "preprocess.shard_images": 10})
+    dvc("repro", "preprocess", cwd=project)
+    return project
+
+
+@pytest.mark.slow
+def test_training_records_mix_the_classes(bright_fakes):
     """Archives list one class after the other; the records must not, or training's cache would hold
     one class and the stream the other, and a streaming shuffle buffer would feed one-class batches."""
     from deepfake_detector import records
 
-    source = tmp_path / "bright_fakes.zip"
-    _bright_fake_dark_real_zip(source)
-    project = make_project(tmp_path / "project", {
-        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64,
-        "preprocess.shard_images": 10})
-    dvc("repro", "preprocess", cwd=project)
-    folder = project / "data/processed"
+    folder = bright_fakes / paths.PROCESSED
     labels = [[label for _, label, _ in records.decoded_dataset([path]).as_numpy_iterator()]
-              for path in records.split_files(folder, records.load_index(folder), "train")]
+              for path in records.split_files(folder, records.load_catalog(folder), "train")]
     assert [len(shard) for shard in labels] == [10, 10, 10, 10]
     assert all(0 < sum(shard) < 10 for shard in labels), labels  # every shard holds both classes
     order = [label for shard in labels for label in shard]
@@ -122,19 +132,15 @@ def test_training_records_mix_the_classes(tmp_path):
 
 
 @pytest.mark.slow
-def test_fake_is_the_positive_class_end_to_end(tmp_path):
+def test_fake_is_the_positive_class_end_to_end(bright_fakes):
     """A "model" scoring brightness must get AUC 1.0 when Fake (bright) = 1, and 0.0 if labels flip;
     a model that calls everything fake has recall 1.0 on Fake."""
     import keras
 
     from deepfake_detector import modelfile
 
-    source = tmp_path / "bright_fakes.zip"
-    _bright_fake_dark_real_zip(source)
-    project = make_project(tmp_path / "project", {
-        "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 64})
-    dvc("repro", "preprocess", cwd=project)
-    manifest = pd.read_csv(project / "data/processed/manifest.csv")
+    project = bright_fakes
+    manifest = pd.read_csv(project / paths.MANIFEST)
     assert (manifest["label"] == manifest["path"].str.contains("/Fake/").astype(int)).all()
 
     def evaluate(weight: float, bias: float) -> dict:
@@ -143,9 +149,9 @@ def test_fake_is_the_positive_class_end_to_end(tmp_path):
         dense = keras.layers.Dense(1)
         model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
         dense.set_weights([np.full((3, 1), weight), np.array([bias])])
-        modelfile.save(model, project / "models/model.keras", {"image_size": 64})
+        modelfile.save(model, project / paths.MODEL, {"image_size": 64})
         run([sys.executable, "-m", "stages.evaluate"], cwd=project)
-        return json.loads((project / "metrics/eval.json").read_text())["test"]
+        return json.loads((project / paths.EVAL_METRICS).read_text())["test"]
 
     brightness = evaluate(1 / (3 * 255), 0.0)  # score = mean brightness in [0, 1]
     assert brightness["roc_auc"] == 1.0 and brightness["recall"] == 1.0 and brightness["precision"] == 1.0
@@ -163,17 +169,17 @@ def test_kaggle_source_through_dvc_with_the_real_client(kaggle_server, tmp_path)
                                                   "data.kaggle.dataset": kaggle_server.dataset})
     env = kaggle_server.child_env(project_env())
     dvc("repro", "preprocess", cwd=project, env=env)
-    source = json.loads((project / "data/raw/source.json").read_text())
+    source = json.loads((project / paths.SOURCE_INFO).read_text())
     assert source["kaggle"]["sha256"] == kaggle_server.sha256 and source["kaggle"]["version"] == 3
-    data = json.loads((project / "metrics/data.json").read_text())
+    data = json.loads((project / paths.DATA_METRICS).read_text())
     assert data["train"] == {"real": 2, "fake": 2} and data["source"]["kaggle"]["version"] == 3
     assert "DownloadDataset" in " ".join(kaggle_server.calls())
-    assert kaggle_server.key not in (project / "data/raw/source.json").read_text()
+    assert kaggle_server.key not in (project / paths.SOURCE_INFO).read_text()
     # the same archive downloaded again is the same data/raw (no timings or temp paths in
     # source.json), so preprocess, minutes on the full dataset, does not rerun
-    raw = {p.name: p.read_bytes() for p in (project / "data/raw").iterdir()}
+    raw = {p.name: p.read_bytes() for p in (project / paths.RAW_DIR).iterdir()}
     dvc("repro", "--force", "--single-item", "download", cwd=project, env=env)
-    assert {p.name: p.read_bytes() for p in (project / "data/raw").iterdir()} == raw
+    assert {p.name: p.read_bytes() for p in (project / paths.RAW_DIR).iterdir()} == raw
     assert "up to date" in dvc("status", "preprocess", "--with-deps", cwd=project, env=env).stdout
 
 
@@ -184,7 +190,7 @@ def test_kaggle_without_credentials_stops_before_any_work(kaggle_server, tmp_pat
                  env=kaggle_server.child_env(project_env()))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "kaggle.json" in result.stderr
-    assert kaggle_server.requests == [] and not (project / "data/raw/dataset.zip").exists()
+    assert kaggle_server.requests == [] and not (project / paths.ARCHIVE).exists()
 
 
 def _session_processes(session: int) -> list[int]:
@@ -229,4 +235,4 @@ def test_ctrl_c_during_preprocess_is_one_line_and_stops_every_worker(tmp_path):
         "interrupted: outputs were not replaced; re-run to continue"]
     time.sleep(1)
     assert _session_processes(stage.pid) == []  # the parent stopped every worker
-    assert not (project / "data/processed").exists()
+    assert not (project / paths.PROCESSED).exists()

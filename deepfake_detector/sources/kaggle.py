@@ -1,21 +1,22 @@
 """``data.source: kaggle``: the dataset archive, downloaded with the official ``kaggle`` client.
 
-The download goes through the ``kaggle`` package's Python API (``KaggleApi``: ``authenticate()``,
-``dataset_status()`` for the current version number, the SDK's ``DownloadDataset`` call and
-``KaggleApi.download_file`` for the streamed transfer with its resume-on-retry logic). Nothing
-here scrapes a URL or runs the CLI in a subprocess.
+The client's public API does the work: ``KaggleApi.authenticate()`` finds and checks the credentials,
+``dataset_status(..., format="json(current_version_number)")`` names the latest version, and
+``dataset_download_files("owner/slug/N", folder, force=True)`` fetches that version (streamed, resumed
+on a dropped connection). What the client does not do stays here, each piece for a reason:
 
-Guarantees:
-
-* credentials are looked up the way kaggle 2.2.5 / kagglesdk do, *before* any work, and a missing
-  set stops with one line that says where to put them (``check_credentials``);
-* the archive is written to a temp folder next to the destination, verified (every CRC, the
-  archive-bomb caps, non-empty, the size the server announced) and only then renamed into place:
-  a failed or interrupted download leaves no file at the destination, and no temp files;
-* no key or token is ever put into a message, printed or written anywhere (the client's own
-  chatter is relayed to stderr with any secret masked, and its verbose mode, which dumps request
-  headers, is switched off);
-* every failure is a one-line ``UserError``/``DataError`` naming what happened and the fix.
+* a local credentials check before any work (``kaggle_credentials.py``), as ``authenticate()`` goes to
+  the network for tokens and ends in ``exit(1)`` after a page of help;
+* atomic placement: the client writes straight to its target and keeps partial files to resume from
+  later, so it downloads into a temp folder next to the destination, and the archive is verified (every
+  CRC, the archive-bomb caps, non-empty) and only then renamed into place. A failed or interrupted
+  download leaves no file at the destination and no temp files;
+* quiet output: the client prints to stdout (the dataset URL, "Downloading ... to <temp folder>",
+  "partial file saved, resume by running the same command", which is untrue here, and, in verbose mode,
+  request headers with the ``Authorization`` header). Its stdout is discarded; its progress bar
+  (stderr) stays, and our own line says what is being downloaded;
+* clear errors: whatever the client raises becomes one ``UserError``/``DataError`` line naming what
+  happened and the fix; no key or token is ever put into a message, printed or written anywhere.
 
 ``DEEPFAKE_DETECTOR_KAGGLE_RETRIES`` (default 3) is how many times a dropped transfer is resumed
 before giving up; the test server's environment sets it to 0 so failure tests stay fast.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import glob
 import io
 import json
@@ -47,71 +49,6 @@ TEMP_SUFFIX = ".download"
 RERUN = "re-run `dvc repro` to retry"
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# Lines of the kaggle client's own output that would mislead here (we delete partial files).
-# (Its own "Downloading <temp file>" line and the copy of the error that we report anyway, too.)
-_DROPPED_LINES = ("Partial file saved at", "You can resume by running", "Download failed after",
-                  "Error: ", "Downloading ")
-
-
-# --------------------------------------------------------------------------- output hygiene
-
-
-class _Relay(io.TextIOBase):
-    """A stdout stand-in: the kaggle client's prints go to stderr, line by line, secrets masked."""
-
-    def __init__(self, target, secrets):
-        self._target = target
-        self._secrets = [s for s in secrets if s]
-        self._pending = ""
-        self._muted = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text) -> int:
-        self._pending += str(text)
-        while "\n" in self._pending:
-            line, self._pending = self._pending.split("\n", 1)
-            self._emit(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        if self._pending:
-            self._emit(self._pending)
-            self._pending = ""
-        with contextlib.suppress(Exception):
-            self._target.flush()
-
-    def _emit(self, line: str) -> None:
-        if line.startswith("Authentication required"):
-            self._muted = True  # kaggle's multi-line login help; our own error replaces it
-        if self._muted:
-            if "Save the token to" in line:  # the help's last line
-                self._muted = False
-            return
-        if line.startswith(_DROPPED_LINES):
-            return
-        self._target.write(_mask(line, self._secrets))
-
-
-def _mask(text: str, secrets) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
-@contextlib.contextmanager
-def _client_output(secrets):
-    relay = _Relay(sys.stderr, secrets)
-    try:
-        with contextlib.redirect_stdout(relay):
-            yield relay
-    finally:
-        relay.flush()
-
-
-# --------------------------------------------------------------------------- the download
 
 
 def _split_dataset(dataset: str) -> tuple[str, str]:
@@ -135,16 +72,11 @@ def _retries(retries: int | None) -> int:
                         f"{DEFAULT_RETRIES}") from None
 
 
-def _remove_stale_downloads(dest_zip: Path) -> None:
-    """Temp folders a killed run left next to ``dest_zip``."""
-    pattern = os.path.join(glob.escape(str(dest_zip.parent)), f".{glob.escape(dest_zip.name)}.*{TEMP_SUFFIX}")
-    for leftover in glob.glob(pattern):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+def _mask(text: str, secrets) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -186,10 +118,9 @@ class _Failure:
         return UserError(f"Kaggle rejected the credentials from {self.where}{code}: {fix}, or create a new "
                          f"API token at {TOKEN_PAGE}")
 
-    def http(self, exc, phase: str) -> UserError:
-        response = getattr(exc, "response", None)
-        status = getattr(response, "status_code", None)
-        if phase == "transfer" and status not in (401, 403, 404):
+    def http(self, exc, transferring: bool) -> UserError:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if transferring and status not in (401, 403, 404):
             return self.interrupted(exc)
         if status == 401:
             return self.rejected(401)
@@ -213,84 +144,107 @@ class _Failure:
         return DataError(f"Kaggle answered HTTP {status} for dataset '{self.dataset}' "
                          f"({self._detail(exc)}); {RERUN} later")
 
-    def unreachable(self, exc) -> DataError:
-        return DataError(f"could not reach the Kaggle API ({self._detail(exc)}): check the internet "
-                         f"connection and any proxy settings, then {RERUN}")
-
     def interrupted(self, exc) -> DataError:
         return DataError(f"download of Kaggle dataset '{self.dataset}' interrupted ({self._detail(exc)}); "
                          f"{RERUN}")
 
-    def disk(self, exc, folder: Path) -> DataError:
-        if getattr(exc, "errno", None) == errno.ENOSPC:
-            return DataError(f"no space left in {folder} for the Kaggle download: free some space, then "
-                             "re-run `dvc repro`")
-        return DataError(f"could not write the Kaggle download into {folder} ({self._detail(exc)}); "
-                         "fix the folder's permissions, then re-run `dvc repro`")
-
-    def other(self, exc) -> DataError:
-        return DataError(f"the kaggle client failed for dataset '{self.dataset}' ({self._detail(exc)}); "
-                         f"{RERUN}, or check `kaggle datasets download {self.dataset}` by hand")
-
-    def convert(self, exc: BaseException, phase: str, folder: Path) -> UserError:
+    def convert(self, exc: BaseException, transferring: bool, folder: Path) -> UserError:
         import requests
         import urllib3.exceptions
 
         if isinstance(exc, SystemExit):  # KaggleApi.authenticate() calls exit(1) when nothing works
             return self.rejected(None)
         if isinstance(exc, requests.HTTPError):
-            return self.http(exc, phase)
+            return self.http(exc, transferring)
         if isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError)):
-            if phase == "transfer":
+            if transferring:
                 return self.interrupted(exc)
-            return self.unreachable(exc)
+            return DataError(f"could not reach the Kaggle API ({self._detail(exc)}): check the internet "
+                             f"connection and any proxy settings, then {RERUN}")
         if isinstance(exc, ImportError):
             return UserError(f"the kaggle client cannot be loaded ({self._detail(exc)}): install the "
                              "project's requirements (pip install -r requirements.txt)")
-        if isinstance(exc, OSError) and phase == "transfer":
-            return self.disk(exc, folder)
-        if phase == "transfer" and isinstance(exc, ValueError):  # kaggle's size-mismatch check
+        if transferring and getattr(exc, "errno", None) == errno.ENOSPC:
+            return DataError(f"no space left in {folder} for the Kaggle download: free some space, then "
+                             "re-run `dvc repro`")
+        if transferring and isinstance(exc, OSError):
+            return DataError(f"could not write the Kaggle download into {folder} ({self._detail(exc)}); "
+                             "fix the folder's permissions, then re-run `dvc repro`")
+        if transferring and isinstance(exc, ValueError):  # the client's size check: a short transfer
             return self.interrupted(exc)
-        return self.other(exc)
+        return DataError(f"the kaggle client failed for dataset '{self.dataset}' ({self._detail(exc)}); "
+                         f"{RERUN}, or check `kaggle datasets download {self.dataset}` by hand")
 
 
-def _client_args(api_class) -> list[str]:
-    """``KaggleApi.args`` for *this* environment, never verbose.
+@functools.cache
+def _api_class():
+    """``KaggleApi`` with a set number of transfer retries.
 
-    kaggle computes ``args`` once, when it is first imported: ``--local`` from
-    ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` and ``--verbose`` from ``VERBOSE``; verbose mode prints
-    request headers, ``Authorization`` included, so it is dropped.
+    ``dataset_download_files`` calls ``download_file`` with its default of 5 retries, each after a
+    back-off of up to 60 s; the count is made ours here. It also marks when the transfer has begun,
+    so that an error from then on reads as an interrupted download, not as an answer of the API.
     """
-    args = [a for a in api_class.args if a not in ("--local", "--verbose", "-v")]
-    if os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST":
-        args.append("--local")
-    return args
+    from kaggle.api.kaggle_api_extended import KaggleApi  # importing `kaggle` authenticates and prints
+
+    class Api(KaggleApi):
+        retries = DEFAULT_RETRIES
+        transferring = False
+
+        def download_file(self, *args, **kwargs):
+            self.transferring = True
+            return super().download_file(*args, **{**kwargs, "max_retries": self.retries})
+
+    return Api
 
 
-def _authenticated_api(creds: Credentials):
-    """A ``KaggleApi`` set up for the current environment, authenticated; returns ``(api, where)``."""
-    # Lazy: importing `kaggle` authenticates at import time (and prints help when that fails).
-    from kaggle.api.kaggle_api_extended import AuthMethod, KaggleApi
-
-    api = KaggleApi()
-    # Class attributes computed at first import; pin them to this process's current environment.
+def _authenticated_api(creds: Credentials, retries: int):
+    """An authenticated client; returns ``(api, where the credentials it uses came from)``."""
+    api = _api_class()()
+    api.retries = retries
+    # KaggleApi reads its config folder once, at first import: this process's environment may have
+    # changed since (a test, a notebook), and kaggle.json must be looked for where find_credentials did.
     api.config_dir = str(config_dir())
     api.config = os.path.join(api.config_dir, api.config_file)
-    api.args = _client_args(KaggleApi)
     api.authenticate()
+    # authenticate() skips a token that fails validation and tries the next kind: name what it used.
     method = str(api.config_values.get(api.CONFIG_NAME_AUTH_METHOD, ""))
-    where = creds.where
-    if method == str(AuthMethod.LEGACY_API_KEY) and creds.kind != "key":
-        where = "KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json (the token was not accepted)"
-    elif method == str(AuthMethod.OAUTH) and creds.kind != "oauth":
-        where = "~/.kaggle/credentials.json (the token was not accepted)"
-    return api, where
+    used = {"LEGACY_API_KEY": "key", "ACCESS_TOKEN": "token", "OAUTH": "oauth"}.get(method, creds.kind)
+    if used == creds.kind:
+        return api, creds.where
+    elsewhere = {"key": "KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json", "oauth": "~/.kaggle/credentials.json"}
+    return api, f"{elsewhere.get(used, used)} (the {creds.kind} from {creds.where} was not accepted)"
 
 
-def _current_version(api, owner: str, slug: str) -> int | None:
-    payload = api.dataset_status(f"{owner}/{slug}", format="json(current_version_number)")
+def _current_version(api, dataset: str) -> int | None:
+    payload = api.dataset_status(dataset, format="json(current_version_number)")
     number = json.loads(payload).get("current_version_number")
     return int(number) if number else None
+
+
+def _remove_stale_downloads(dest_zip: Path) -> None:
+    """Temp folders a killed run left next to ``dest_zip``."""
+    pattern = os.path.join(glob.escape(str(dest_zip.parent)), f".{glob.escape(dest_zip.name)}.*{TEMP_SUFFIX}")
+    for leftover in glob.glob(pattern):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _verified(part: Path, dataset: str, limits: archive.Limits) -> int:
+    """The member count of the downloaded archive; one ``DataError`` line if it is not usable."""
+    if not part.exists() or part.stat().st_size == 0:
+        raise DataError(f"Kaggle sent an empty file for dataset '{dataset}'; {RERUN}, and check the "
+                        f"dataset page https://www.kaggle.com/datasets/{dataset} if it persists")
+    try:
+        members = archive.verify_zip(part, limits)
+    except DataError as exc:
+        detail = str(exc).replace(f"{part}: ", "").replace(str(part), "the archive")
+        if "data.max_" in detail:  # a bomb cap: the fix is in the message, not in a retry
+            raise DataError(f"the archive Kaggle sent for '{dataset}' was refused: {detail}") from None
+        detail = detail.replace("; download it again", "")
+        raise DataError(f"the archive Kaggle sent for '{dataset}' is corrupt ({detail}); {RERUN}") from None
+    if members == 0:
+        raise DataError(f"the archive Kaggle sent for '{dataset}' is empty (no files); check "
+                        "data.kaggle.dataset and data.kaggle.version in params.yaml")
+    return members
 
 
 def download(dataset: str, version: int | None, dest_zip: str | os.PathLike, limits: archive.Limits,
@@ -314,56 +268,25 @@ def download(dataset: str, version: int | None, dest_zip: str | os.PathLike, lim
 
     failure = _Failure(dataset, version, creds)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest_zip.name}.", suffix=TEMP_SUFFIX, dir=dest_zip.parent))
-    part = tmp_dir / f"{slug}.zip"
+    api = None
     try:
-        phase = "setup"
         try:
-            with _client_output(creds.secrets):
-                phase = "auth"
-                api, failure.where = _authenticated_api(creds)
-                phase = "api"
+            with contextlib.redirect_stdout(io.StringIO()):  # the client's prints: see the docstring
+                api, failure.where = _authenticated_api(creds, retries)
                 if version is None:
-                    version = _current_version(api, owner, slug)  # then pinned: info names what came
+                    version = _current_version(api, dataset)  # then pinned: the info names what came
                 if progress:
                     shown = f" version {version}" if version is not None else ""
                     print(f"Downloading Kaggle dataset {dataset}{shown} ...", file=sys.stderr)
-                from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
-
-                with api.build_kaggle_client() as client:
-                    request = ApiDownloadDatasetRequest()
-                    request.owner_slug = owner
-                    request.dataset_slug = slug
-                    request.dataset_version_number = version
-                    # Kaggle answers with a redirect to the archive; requests follows it, streamed.
-                    response = client.datasets.dataset_api_client.download_dataset(request)
-                    announced = response.headers.get("Content-Length")
-                    phase = "transfer"
-                    api.download_file(response, str(part), client.http_client(), quiet=not progress,
-                                      resume=False, max_retries=retries)
+                pinned = dataset if version is None else f"{dataset}/{version}"
+                api.dataset_download_files(pinned, path=str(tmp_dir), force=True, quiet=not progress)
         except (Exception, SystemExit) as exc:
-            raise failure.convert(exc, phase, dest_zip.parent) from None
-
-        size = part.stat().st_size if part.exists() else 0
-        if announced is not None and announced.isdigit() and int(announced) != size:
-            raise DataError(f"download of Kaggle dataset '{dataset}' interrupted: got {size} of "
-                            f"{announced} bytes; {RERUN}")
-        if size == 0:
-            raise DataError(f"Kaggle sent an empty file for dataset '{dataset}'; {RERUN}, and check the "
-                            f"dataset page https://www.kaggle.com/datasets/{dataset} if it persists")
-        try:
-            members = archive.verify_zip(part, limits)
-        except DataError as exc:
-            detail = str(exc).replace(f"{part}: ", "").replace(str(part), "the archive")
-            if "data.max_" in detail:  # a bomb cap: the fix is in the message, not in a retry
-                raise DataError(f"the archive Kaggle sent for '{dataset}' was refused: {detail}") from None
-            detail = detail.replace("; download it again", "")
-            raise DataError(f"the archive Kaggle sent for '{dataset}' is corrupt ({detail}); "
-                            f"{RERUN}") from None
-        if members == 0:
-            raise DataError(f"the archive Kaggle sent for '{dataset}' is empty (no files); check "
-                            "data.kaggle.dataset and data.kaggle.version in params.yaml")
-        digest = sha256_file(part)
-        _fsync(part)
+            raise failure.convert(exc, bool(api and api.transferring), dest_zip.parent) from None
+        part = tmp_dir / f"{slug}.zip"  # where dataset_download_files puts it
+        members = _verified(part, dataset, limits)
+        size, digest = part.stat().st_size, sha256_file(part)
+        with open(part, "rb") as handle:
+            os.fsync(handle.fileno())  # on disk before the rename makes it the archive
         os.replace(part, dest_zip)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,7 +1,14 @@
-"""Where the Kaggle client will find credentials, looked up the way kaggle 2.2.5 / kagglesdk do.
+"""Where the Kaggle client will find credentials: checked before any work, with no network call.
 
-Checked before any work, so a missing set stops the download stage with one line that says where to
-put them. Secrets are only held to mask them in the client's output; they never reach a message.
+``KaggleApi.authenticate()`` is the real lookup, but it cannot be this check: it validates access
+tokens over the network, prints a page of help and calls ``exit(1)`` when nothing works, and it does
+not say where it looked. So the stage first asks the client's own pieces, in the client's order
+(kaggle 2.2.5): kagglesdk's ``get_access_token_from_env`` (a notebook token, ``KAGGLE_API_TOKEN`` as a
+value or as a file name, ``~/.kaggle/access_token[.txt]``), then a username and key (``kaggle.json`` in
+the client's config folder, ``KAGGLE_USERNAME``/``KAGGLE_KEY`` overriding it key by key), then
+kagglesdk's ``KaggleCredentials.load`` (the OAuth file ``kaggle auth login`` writes). A missing set
+stops the stage with one line saying where to put one; a set the server rejects is named in the error.
+Secrets are held only to mask them in messages; they never reach one.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ class Credentials:
 
 
 def config_dir() -> Path:
-    """The folder kaggle 2.2.5 reads ``kaggle.json`` from (``KaggleApi.config_dir``)."""
+    """The folder the client reads ``kaggle.json`` from. ``KaggleApi`` computes it once, when first
+    imported (``KaggleApi.config_dir``); this is the same rule, applied to the environment of now."""
     configured = os.environ.get("KAGGLE_CONFIG_DIR")
     if configured:
         return Path(configured)
@@ -41,100 +49,80 @@ def config_dir() -> Path:
     return legacy
 
 
-def _read_token_file(path) -> str | None:
-    if not path:
-        return None
+def _access_token() -> tuple[Credentials | None, str]:
+    from kagglesdk.kaggle_env import get_access_token_from_env
+
     try:
-        value = Path(path).read_text(encoding="utf-8").strip()
+        token, source = get_access_token_from_env()
     except (OSError, UnicodeDecodeError):
-        return None
-    return value or None
+        return None, " (a Kaggle access token file could not be read)"
+    named = os.environ.get("KAGGLE_API_TOKEN", "")
+    if not token:
+        note = f" (KAGGLE_API_TOKEN names {named}, which is empty)" if source == "KAGGLE_API_TOKEN" else ""
+        return None, note
+    if source == "KAGGLE_API_TOKEN":
+        where = f"the file named by KAGGLE_API_TOKEN ({named})" if Path(named).exists() else \
+            "environment KAGGLE_API_TOKEN"
+    elif source == "access_token":  # kagglesdk tries the file without, then with, the .txt suffix
+        folder = Path(os.path.expanduser("~/.kaggle"))
+        files = [folder / "access_token", folder / "access_token.txt"]
+        where = str(next((f for f in files if f.is_file() and f.read_text().strip()), files[0]))
+    else:
+        where = f"the Kaggle notebook token ({source})"
+    return Credentials(where, "token", (token,)), ""
 
 
-def _find_credentials() -> tuple[Credentials | None, str]:
-    """The credentials kaggle would use, in its own order, and a note on anything unusable.
-
-    kaggle 2.2.5 ``KaggleApi.authenticate()`` tries: an access token (kagglesdk
-    ``get_access_token_from_env``: the notebook token, ``KAGGLE_API_TOKEN`` as a value or as the
-    path of a file, ``~/.kaggle/access_token[.txt]``), then a legacy username + key
-    (``kaggle.json`` in the config folder, each key overridden by ``KAGGLE_USERNAME`` /
-    ``KAGGLE_KEY``), then OAuth credentials from ``kaggle auth login``
-    (``~/.kaggle/credentials.json``).
-    """
-    note = ""
-    # 1. access tokens
-    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") and os.environ.get("KAGGLE_DATA_PROXY_URL"):
-        token = _read_token_file(os.environ.get("KAGGLE_API_V1_TOKEN"))
-        if token:
-            return Credentials("the Kaggle notebook token (KAGGLE_API_V1_TOKEN)", "token", (token,)), note
-    env_token = os.environ.get("KAGGLE_API_TOKEN")
-    if env_token:
-        if Path(env_token).exists():
-            token = _read_token_file(env_token)
-            if token:
-                return Credentials(f"the file named by KAGGLE_API_TOKEN ({env_token})", "token",
-                                   (token,)), note
-            note = f" (KAGGLE_API_TOKEN names {env_token}, which is empty or unreadable)"
-        else:
-            return Credentials("environment KAGGLE_API_TOKEN", "token", (env_token,)), note
-    kaggle_home = Path(os.path.expanduser("~")) / ".kaggle"
-    for name in ("access_token", "access_token.txt"):
-        token = _read_token_file(kaggle_home / name)
-        if token:
-            return Credentials(str(kaggle_home / name), "token", (token,)), note
-
-    # 2. legacy username + key
+def _username_and_key() -> tuple[Credentials | None, str]:
     config = config_dir() / "kaggle.json"
-    values: dict = {}
+    values, note = {}, ""
     if config.exists():
         try:
             loaded = json.loads(config.read_text(encoding="utf-8") or "{}")
-            values = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
-            values = {}
+            loaded = None
+        values = loaded if isinstance(loaded, dict) else {}
         if not (isinstance(values.get("username"), str) and isinstance(values.get("key"), str)):
-            note = note or f' ({config} exists but is not JSON with "username" and "key")'
-    sources = []
+            note = f' ({config} exists but is not JSON with "username" and "key")'
+    from_env = [variable in os.environ for variable in ("KAGGLE_USERNAME", "KAGGLE_KEY")]
     for field, variable in (("username", "KAGGLE_USERNAME"), ("key", "KAGGLE_KEY")):
-        if variable in os.environ:  # kaggle lets the environment override the file, key by key
-            values[field] = os.environ[variable]
-            sources.append("environment")
-        else:
-            sources.append("file")
+        values[field] = os.environ.get(variable, values.get(field))
     username, key = values.get("username"), values.get("key")
-    if isinstance(username, str) and username and isinstance(key, str) and key:
-        if sources == ["environment", "environment"]:
-            where = "environment KAGGLE_USERNAME/KAGGLE_KEY"
-        elif sources == ["file", "file"]:
-            where = str(config)
-        else:
-            where = f"KAGGLE_USERNAME/KAGGLE_KEY together with {config}"
-        return Credentials(where, "key", (key,)), note
-    if "KAGGLE_USERNAME" in os.environ or "KAGGLE_KEY" in os.environ:
-        note = note or " (KAGGLE_USERNAME and KAGGLE_KEY must both be set and non-empty)"
+    if not (isinstance(username, str) and username and isinstance(key, str) and key):
+        if any(from_env):
+            note = note or " (KAGGLE_USERNAME and KAGGLE_KEY must both be set and non-empty)"
+        return None, note
+    where = {(True, True): "environment KAGGLE_USERNAME/KAGGLE_KEY", (False, False): str(config)}.get(
+        tuple(from_env), f"KAGGLE_USERNAME/KAGGLE_KEY together with {config}")
+    return Credentials(where, "key", (key,)), note
 
-    # 3. OAuth credentials cached by `kaggle auth login`
-    oauth = kaggle_home / "credentials.json"
+
+def _oauth() -> Credentials | None:
+    from kagglesdk.kaggle_creds import KaggleCredentials
+
     try:
-        data = json.loads(oauth.read_text(encoding="utf-8"))
+        found = KaggleCredentials.load(client=None)  # reads the file only; the client is for refreshing
     except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("refresh_token"):
-        secrets = tuple(str(data[k]) for k in ("refresh_token", "access_token") if data.get(k))
-        return Credentials(f"{oauth} (from `kaggle auth login`)", "oauth", secrets), note
-    return None, note
+        found = None
+    if found is None:
+        return None
+    return Credentials(f"{os.path.expanduser(KaggleCredentials.DEFAULT_CREDENTIALS_FILE)} "
+                       "(from `kaggle auth login`)", "oauth")
 
 
 def find_credentials() -> Credentials:
     """The credentials kaggle will use; ``UserError`` (one line) if there are none."""
-    found, note = _find_credentials()
-    if found is None:
-        raise UserError(
-            "no Kaggle credentials found" + note + ": data.source=kaggle needs them. Create a token "
-            f"at {TOKEN_PAGE} and set KAGGLE_API_TOKEN (or save it to ~/.kaggle/access_token), or "
-            "set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json with \"username\" and \"key\" in "
-            f"{config_dir()} (chmod 600); never inside the project")
-    return found
+    token, token_note = _access_token()
+    if token:
+        return token
+    key, key_note = _username_and_key()
+    found = key or _oauth()
+    if found:
+        return found
+    raise UserError(
+        "no Kaggle credentials found" + (token_note or key_note) + ": data.source=kaggle needs them. Create "
+        f"a token at {TOKEN_PAGE} and set KAGGLE_API_TOKEN (or save it to ~/.kaggle/access_token), or "
+        "set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json with \"username\" and \"key\" in "
+        f"{config_dir()} (chmod 600); never inside the project")
 
 
 def check_credentials() -> str:

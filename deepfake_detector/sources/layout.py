@@ -22,12 +22,12 @@ any dotfile or dot-folder) and files outside the class folders are counted in ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from .. import CLASS_NAMES, SPLITS
+
+from .. import CLASS_NAMES, SPLITS, check_both_classes
 from ..errors import DataError
 from .archive import is_junk
+from .canonical import SPLIT_FOLDERS
 
-CANONICAL_ROOT = "Dataset"
-SPLIT_FOLDERS = {"train": "Train", "validation": "Validation", "test": "Test"}
 EXPECTED = ("expected class folders Real/ and Fake/, optionally under Train/ Validation/ Test/ "
             "split folders (e.g. Dataset/Train/Real/img.jpg)")
 
@@ -51,11 +51,6 @@ class Layout:
     description: str     # what was found, e.g. "Dataset/{Train,Validation,Test}/{Real,Fake}"
     splits: tuple[str, ...]  # splits present, in SPLITS order; () when there are none
     ignored: int         # junk and files outside any class folder
-
-
-def canonical_name(split: str, label: int, relative: str) -> str:
-    """The member name in the canonical archive: ``Dataset/Train/Real/<relative>``."""
-    return f"{CANONICAL_ROOT}/{SPLIT_FOLDERS[split]}/{CLASS_NAMES[label]}/{relative}"
 
 
 def _fail(origin: str, found: str, fix: str = EXPECTED):
@@ -131,12 +126,11 @@ def _check_uniform(placed: list[_Placed], origin: str) -> None:
         if len(folders) > 1:
             where = f"{SPLIT_FOLDERS[split]}/" if split else ""
             _fail(origin, f"{' and '.join(f + '/' for f in sorted(folders))} both map to {where}{CLASS_NAMES[label]}")
-    for split in sorted({s for s, _ in by_key}, key=str):
-        labels = {label for s, label in by_key if s == split}
-        if len(labels) < 2:
-            where = f"split {SPLIT_FOLDERS[split]}/ has" if split else "found"
-            _fail(origin, f"{where} only {CLASS_NAMES[labels.pop()]}/ images (a detector needs both "
-                          "classes in every split)")
+    counts: dict[str | None, dict[str, int]] = {}
+    for p in placed:
+        count = counts.setdefault(p.member.split, dict.fromkeys(("real", "fake"), 0))
+        count[CLASS_NAMES[p.member.label].lower()] += 1
+    check_both_classes(counts, origin, EXPECTED)
     splits = [s for s in SPLITS if any(split == s for split, _ in by_key)]
     if splits and "train" not in splits:
         _fail(origin, f"split folders {', '.join(SPLIT_FOLDERS[s] + '/' for s in splits)} but no Train/")

@@ -1,9 +1,8 @@
 """``data.source: local``: a user's zip or extracted folder -> the canonical archive.
 
-The canonical archive holds ``Dataset/{Train,Validation,Test}/{Real,Fake}/<relative>``, stored
-(JPEGs don't compress, and preprocess reads members directly), in sorted order with fixed
-timestamps, so the same input always gives a byte-identical file. Members are streamed one at a
-time: the real dataset (1.7 GB, 190k files) is never held in memory.
+The canonical archive (``canonical.py``: ``Dataset/{Train,Validation,Test}/{Real,Fake}/<relative>``)
+is written in sorted member order, so the same input always gives a byte-identical file. Members are
+streamed one at a time: the real dataset (1.7 GB, 190k files) is never held in memory.
 
 Missing splits are carved out of Train (or out of everything, when there are no splits):
 
@@ -32,11 +31,11 @@ from tqdm import tqdm
 from .. import CLASS_NAMES, SPLITS
 from ..errors import DataError, ParamError
 from ..files import atomic_path
-from . import archive
-from .layout import SPLIT_FOLDERS, Layout, Member, canonical_name, detect
+from . import archive, canonical
+from .canonical import SPLIT_FOLDERS
+from .layout import Layout, Member, detect
 
 PARAM = "data.local_path"
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: no mtimes leak into the archive
 CARVED = ("validation", "test")
 
 
@@ -178,19 +177,14 @@ def _assign(layout: Layout, read, carve_params: SimpleNamespace, origin: str,
 
 def _write(entries: list[tuple[str, str]], read, dest_zip: Path, progress: bool) -> None:
     """Write (canonical name, source name) pairs, already sorted, atomically and reproducibly."""
-    with atomic_path(dest_zip) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
-            for canonical, name in tqdm(entries, desc=f"writing {dest_zip.name}", unit="file",
-                                        disable=not progress):
-                info = zipfile.ZipInfo(canonical, date_time=FIXED_TIME)
-                info.create_system = 3  # Unix, whichever OS writes it
-                info.external_attr = 0o100644 << 16
-                out.writestr(info, read(name))
+    with canonical.writer(dest_zip) as add:
+        for member, name in tqdm(entries, desc=f"writing {dest_zip.name}", unit="file", disable=not progress):
+            add(member, read(name))
 
 
 def _is_canonical(layout: Layout) -> bool:
     return (layout.ignored == 0 and layout.splits == SPLITS
-            and all(m.name == canonical_name(m.split, m.label, m.relative) for m in layout.members))
+            and all(m.name == canonical.member_name(m.split, m.label, m.relative) for m in layout.members))
 
 
 def _copy(src: Path, dest_zip: Path, move: bool) -> None:
@@ -224,7 +218,7 @@ def import_dataset(src: Path, dest_zip: Path, carve: SimpleNamespace, limits: ar
             split_of, carved = {m.name: m.split for m in layout.members}, []
         else:
             split_of, carved = _assign(layout, read, carve, origin, progress)
-            entries = sorted((canonical_name(split_of[m.name], m.label, m.relative), m.name)
+            entries = sorted((canonical.member_name(split_of[m.name], m.label, m.relative), m.name)
                              for m in layout.members)
             _write(entries, read, dest_zip, progress)
     if shortcut:

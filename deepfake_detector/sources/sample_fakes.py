@@ -11,8 +11,9 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from .sample_render import (BLUR_SIGMA, JPEG_QUALITY, NOISE_SIGMA, Scene, draw_scene, encode_jpeg, gaussian,
-                            head_coords, new_identity, optics, render, sensor_noise, shrink, to_uint8)
+from .sample_render import (BLUR_SIGMA, JPEG_QUALITY, NOISE_SIGMA, Scene, channels, draw_scene, encode_jpeg,
+                            gaussian, head_coords, new_identity, optics, render, scale_channels, sensor_noise,
+                            shrink, to_uint8)
 
 def _lerp(blatant: float, faint: float, subtle: float) -> float:
     """A trace parameter at ``subtle`` (0..1) between its blatant and its faint setting."""
@@ -38,8 +39,15 @@ def face_mask(scene: Scene, feather: float, centre_v: float = 0.1, radius_u: flo
     return (t * t * (np.float32(3) - np.float32(2) * t))[..., None]
 
 
-def _blend(base: np.ndarray, patch: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return base + (patch - base) * mask
+def _blend(base: np.ndarray, patch: np.ndarray, mask) -> np.ndarray:
+    """``base + (patch - base) * mask`` for a scalar or an (H, W, 1) ``mask``."""
+    blended = patch - base
+    if np.ndim(mask):
+        cv2.multiply(blended, channels(mask), dst=blended)
+    else:
+        blended *= mask
+    blended += base
+    return blended
 
 
 def swap_face(rng, scene: Scene, image: np.ndarray, subtle: float) -> np.ndarray:
@@ -62,7 +70,7 @@ def swap_face(rng, scene: Scene, image: np.ndarray, subtle: float) -> np.ndarray
     brightness = rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.0) * mismatch
     gain = (1 + brightness + rng.uniform(-0.5, 0.5, 3) * mismatch).astype(np.float32)
     mask = face_mask(scene, _lerp(0.08, 0.4, subtle))
-    return _blend(image, donor * gain, mask)
+    return _blend(image, scale_channels(donor, gain), mask)
 
 
 def _transposed_conv2x(x: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -97,7 +105,8 @@ def gan_upsample(rng, scene: Scene, image: np.ndarray, subtle: float) -> np.ndar
         kernel = BILINEAR * (np.float32(1) + np.float32(error) * gaussian(rng, (3, 3)))
         out = _transposed_conv2x(out, kernel)
         # StyleGAN-like noise inputs: synthesised detail in place of the lost texture.
-        out += np.float32(_lerp(2.0, 3.0, subtle)) * gaussian(rng, out.shape[:2] + (1,))
+        detail = np.float32(_lerp(2.0, 3.0, subtle)) * gaussian(rng, out.shape[:2] + (1,))
+        cv2.add(out, channels(detail), dst=out)
     if out.shape != image.shape:  # a size that is not a multiple of 4: trim or extend the edge
         out = out[:size, :size]
         out = np.pad(out, ((0, size - out.shape[0]), (0, size - out.shape[1]), (0, 0)), mode="edge")
@@ -121,9 +130,7 @@ MANIPULATIONS = {"face_swap": swap_face, "gan_upsample": gan_upsample, "smooth_s
 KINDS = tuple(MANIPULATIONS)
 
 
-# How ``difficulty`` maps onto the traces. Calibrated on the default sample (1600/400/800 images):
-# at 0.5 a MobileNetV3Small trained from scratch for ~60 s of CPU reaches a test ROC-AUC of ~0.98,
-# while a plain 4-block CNN trained 10 epochs stays under 0.995 (numbers in sample.py's docstring).
+# How ``difficulty`` maps onto the traces; calibrated on the default sample (see sample.py's docstring).
 SUBTLETY_CURVE = 3.5  # subtlety = difficulty ** 3.5: 0.25 -> 0.01, 0.5 -> 0.09, 0.75 -> 0.37, 1 -> 1
 WELL_MADE_SHARE = 0.06  # share of well-made fakes = 0.06 * difficulty: 3 % at 0.5
 WELL_MADE_OPACITY = (0.02, 0.08)  # their manipulation is blended in this faintly

@@ -1,4 +1,5 @@
-"""What every stage script shares: quiet TensorFlow logs, and user errors as one line, not a traceback."""
+"""What every entry point (each ``stages/<name>.py`` script) shares: quiet TensorFlow logs, and user
+errors as one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .errors import UserError
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a ``UserError`` becomes ``error: <message>`` and exit status 2."""
+    """Run an entry point's ``main``; a ``UserError`` becomes ``error: <message>`` and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
