@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from . import __version__, stage
-from .errors import UserError
 from .files import atomic_open
 
 FORMATS = ("table", "json", "csv")
@@ -82,10 +81,8 @@ def parser() -> argparse.ArgumentParser:
 def run_predict(args: argparse.Namespace) -> int:
     from . import faces, inference, predict
 
-    fmt = args.format or (args.output.suffix.lstrip(".").lower() if args.output else "table")
-    if fmt not in FORMATS:
-        raise UserError(f"--output {args.output}: cannot tell the format from its suffix; pass --format "
-                        f"{'|'.join(FORMATS)}")
+    suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
+    fmt = args.format or (suffix if suffix in FORMATS else "table")
     scorer = inference.Scorer.load(args.model)
     threshold = args.threshold if args.threshold is not None else inference.read_threshold(scorer)
     options = predict.Options(threshold=threshold, finder=None if args.no_detect else faces.FaceFinder(),

@@ -169,6 +169,13 @@ def _pass_through(im: Image.Image, data: bytes) -> Inspection:
     return Inspection("ok", "", width, height, im.format, data, phash64(gray))
 
 
+def pillow_rgb(im: Image.Image) -> np.ndarray:
+    """An opened image decoded strictly (raises on broken data) to 8-bit RGB, the way preprocess
+    converts every file it does not pass through."""
+    im.load()
+    return _to_rgb(im, set())
+
+
 def _to_rgb(im: Image.Image, reasons: set[str]) -> np.ndarray:
     """A loaded image as an 8-bit RGB array, noting in ``reasons`` what had to change."""
     mode = im.mode

@@ -45,17 +45,44 @@ class Unreadable(Exception):
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Image file bytes → RGB uint8 [h, w, 3] through training's decoder; raises ``Unreadable``."""
+    """Image file bytes → RGB uint8 [h, w, 3] through training's decoder; raises ``Unreadable``.
+
+    BMP, and any non-JPEG TensorFlow refuses, is decoded by Pillow instead, as preprocess decodes
+    every file it converts: TensorFlow reads 8-bit palette BMPs as grey levels and refuses 1-bit ones.
+    """
     import tensorflow as tf
 
     header = images.read_header(data, max_pixels, FORMATS)
     if header.skip:
         raise Unreadable(header.skip, f"{header.format or 'file'} {header.width}x{header.height}"
                          if header.skip == "too_large" else "")
-    try:
-        return records.decode_image(data).numpy()
-    except tf.errors.InvalidArgumentError as exc:
-        raise Unreadable(images.failure_reason(data, exc)) from None
+    error: Exception | None = None
+    rgb = None
+    if header.format != "BMP":
+        try:
+            rgb = records.decode_image(data).numpy()
+        except tf.errors.InvalidArgumentError as exc:
+            error = exc
+    if rgb is None and header.format not in ("JPEG", "MPO"):
+        try:
+            rgb = images.pillow_rgb(header.image)
+        except Exception as exc:  # noqa: BLE001 - whatever the plugin raises, the file is broken
+            error = exc
+    if rgb is None:
+        raise Unreadable(images.failure_reason(data, error))
+    return upright(rgb, header.image.getexif().get(0x0112, 1))
+
+
+# EXIF orientation → the pixel reordering that shows the photo upright (Pillow's exif_transpose)
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+            7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def upright(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """A phone photo as it is shown (faces upright for the detector): lossless, pixels only move."""
+    turn = _UPRIGHT.get(orientation)
+    return np.ascontiguousarray(turn(rgb)) if turn else rgb
 
 
 def fit(image: np.ndarray, size: int) -> np.ndarray:

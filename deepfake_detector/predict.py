@@ -116,8 +116,8 @@ def _units(files: list[Path], options: Options) -> Iterator[Unit]:
 
 
 def _prepared(units: Iterator[Unit], options: Options, size: int) -> Iterator[Unit]:
-    """Units with their crops, prepared on a thread pool at most ``ahead`` units in advance (memory
-    stays bounded however many files there are), in order."""
+    """Units with their crops, prepared on a thread pool a few units in advance (memory stays
+    bounded however many files or frames there are), in order."""
     def prepare(unit: Unit) -> Unit:
         if unit.error is None:
             try:
@@ -129,8 +129,9 @@ def _prepared(units: Iterator[Unit], options: Options, size: int) -> Iterator[Un
         unit.load = None  # let the decoded image go
         return unit
 
-    ahead = max(2 * options.batch_size, 8)
-    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
+    workers = usable_cpus()
+    ahead = 4 * workers  # enough to keep the pool busy; each waiting video frame holds its pixels
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         queue: deque = deque()
         for unit in units:
             queue.append(pool.submit(prepare, unit))

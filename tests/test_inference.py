@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import pytest
 from matplotlib import cbook
-from PIL import Image
+from PIL import Image, ImageOps
 
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
@@ -78,12 +80,26 @@ def test_odd_but_valid_images_decode_to_rgb_and_tiff_is_unsupported(tmp_path):
                  "animated_gif", "webp_lossless"):
         rgb = inference.decode(BAD_IMAGES[name][0]())
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, name
-    Image.fromarray(photo(1, 32, 32)).save(tmp_path / "a.bmp")
-    assert inference.decode((tmp_path / "a.bmp").read_bytes()).shape == (32, 32, 3)
+    for mode in ("RGB", "P", "1"):  # TensorFlow alone gets palette BMPs wrong and refuses 1-bit ones
+        image = Image.fromarray(photo(1, 32, 32)).convert(mode)
+        image.save(tmp_path / "a.bmp")
+        expected = np.asarray(image.convert("RGB"))
+        assert np.array_equal(inference.decode((tmp_path / "a.bmp").read_bytes()), expected), mode
     Image.fromarray(photo(1, 32, 32)).save(tmp_path / "a.tiff")
     with pytest.raises(inference.Unreadable) as refused:
         inference.decode((tmp_path / "a.tiff").read_bytes())
     assert refused.value.reason == "unsupported"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_are_turned_upright_by_their_exif_orientation(orientation):
+    stored = Image.fromarray(photo(2, 40, 24))
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, "PNG", exif=exif.tobytes())
+    shown = ImageOps.exif_transpose(Image.open(io.BytesIO(out.getvalue())))
+    assert np.array_equal(inference.decode(out.getvalue()), np.asarray(shown))
 
 
 def test_the_finder_finds_a_real_face_and_none_in_clutter():
