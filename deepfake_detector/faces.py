@@ -34,8 +34,8 @@ class FaceFinder:
     """
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_face: int = MIN_FACE,
-                 max_side: int = DETECT_MAX_SIDE):
-        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+                 max_side: int = DETECT_MAX_SIDE, cascade: str = CASCADE):
+        self.cascade, self.scale_factor, self.min_neighbors = cascade, scale_factor, min_neighbors
         self.min_face, self.max_side = min_face, max_side
         self._local = threading.local()
         self._cascade()  # fail here, not in a worker thread
@@ -43,9 +43,9 @@ class FaceFinder:
     def _cascade(self) -> cv2.CascadeClassifier:
         cascade = getattr(self._local, "cascade", None)
         if cascade is None:
-            cascade = self._local.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+            cascade = self._local.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + self.cascade)
             if cascade.empty():  # pragma: no cover - a broken OpenCV install
-                raise RuntimeError(f"OpenCV's {CASCADE} did not load from {cv2.data.haarcascades}")
+                raise RuntimeError(f"OpenCV's {self.cascade} did not load from {cv2.data.haarcascades}")
         return cascade
 
     def boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:

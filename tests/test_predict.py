@@ -35,8 +35,10 @@ FACE_CENTRE = (265, 215)  # (x, y) of her face's centre in that 512x600 image
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A project whose tiny model was trained and evaluated by the real pipeline."""
-    project = make_project(tmp_path_factory.mktemp("predict") / "project")
+    """A project whose tiny model was trained and evaluated by the real pipeline. compact_cnn: after
+    two tiny epochs it already scores every image differently (MobileNetV3's batch-norm statistics
+    have not settled yet, and it scores them all alike), so the parity test below can fail."""
+    project = make_project(tmp_path_factory.mktemp("predict") / "project", {"train.model": "compact_cnn"})
     dvc("repro", cwd=project)
     return project
 
@@ -99,6 +101,7 @@ def test_predict_scores_equal_evaluate_on_the_validation_crops(trained, tmp_path
     theirs = pd.read_csv(trained / "data/eval/predictions.csv").query("split == 'validation'")
     both = theirs.merge(ours, on="path", validate="one_to_one")
     assert len(both) == len(theirs) == len(members) == 64
+    assert both["score"].nunique() > 48  # the model tells images apart: equal scores prove something
     np.testing.assert_allclose(both["p_fake"], both["score"], rtol=0, atol=1e-5)
     # labels agree wherever the score is not within rounding of the threshold
     threshold = read_json(trained / "metrics/eval.json")["threshold"]
