@@ -37,6 +37,7 @@ def _margin(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     from .faces import DEFAULT_MARGIN
+    from .inference import MAX_PIXELS
 
     top = argparse.ArgumentParser(prog="deepfake-detector",
                                   description="Score images and videos with a trained real-vs-fake face "
@@ -72,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
                               "Validation for this very model file")
     predict.add_argument("--batch-size", type=_positive(int), default=64,
                          help="images per model call (default: %(default)s)")
-    predict.add_argument("--max-pixels", type=_positive(int), default=50_000_000,
+    predict.add_argument("--max-pixels", type=_positive(int), default=MAX_PIXELS,
                          help="larger images and video frames are refused unread (default: %(default)s)")
     predict.set_defaults(run=run_predict)
     return top

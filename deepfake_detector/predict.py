@@ -21,7 +21,7 @@ import numpy as np
 
 from . import CLASS_NAMES, usable_cpus
 from .errors import UserError
-from .inference import Crop, Scorer, Unreadable, crops, decode
+from .inference import MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode
 
 ROW_FIELDS = ("file", "kind", "frame", "time", "box", "face", "p_fake", "label", "top_k_mean",
               "faces", "frames", "error", "note")
@@ -35,7 +35,7 @@ class Options:
     margin: float
     fps: float = 1.0
     top_k: int = 5
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_PIXELS
     batch_size: int = 64
 
 

@@ -142,6 +142,9 @@ def test_a_video_is_sampled_at_fps_and_reports_mean_and_top_k(trained, media):
     assert verdict["top_k_mean"] == pytest.approx(np.mean(sorted(per_frame)[-3:]))
     assert verdict["label"] == ("Fake" if verdict["p_fake"] >= 0.5 else "Real")
 
+    code, out, _ = predict(trained, str(media["video"]), "--max-pixels", "200000", "--format", "json")
+    assert code == 2 and [(r["kind"], r["error"]) for r in rows_of(out)] == [("error", "too_large")]
+
 
 def _bad_inputs(folder: Path) -> dict[str, str]:
     """file name → the error reason predict must give it."""
