@@ -10,6 +10,9 @@ same rows. ``kind`` is ``face`` (one scored crop), ``file`` (the file's verdict)
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import cv2
 import numpy as np
 
 from . import CLASS_NAMES, usable_cpus
@@ -56,8 +60,6 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 def video_frames(path: Path, fps: float, max_pixels: int) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame index, seconds, RGB) of the frames sampled at ``fps`` (every frame if the video has
     fewer); skipped frames are grabbed, not decoded. Raises ``Unreadable`` before the first frame."""
-    import cv2
-
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -233,24 +235,18 @@ def render(rows: list[dict], fmt: str, header: dict) -> str:
     """``json``: {**header, "rows": rows}; ``csv``: ROW_FIELDS columns, box as "x,y,w,h";
     ``table``: the columns a person reads, aligned."""
     if fmt == "json":
-        import json
-
         return json.dumps({**header, "rows": rows}, indent=2) + "\n"
     flat = [{**row, "box": ",".join(map(str, row["box"])) if row["box"] else None} for row in rows]
     if fmt == "csv":
-        import csv
-        import io
-
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=ROW_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(flat)
         return out.getvalue()
-    columns = ("file", "kind", "frame", "box", "p_fake", "label", "note")
-    cells = [[_cell(row[c] if c != "note" else row["error"] and f"{row['error']}: {row['note']}".rstrip(": ")
-                    or row["note"]) for c in columns] for row in flat]
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    lines = [["P(fake)" if c == "p_fake" else c for c in columns], *cells]
+    columns = ("file", "kind", "frame", "box", "P(fake)", "label", "note")
+    lines = [columns, *([_cell(row[key]) for key in ("file", "kind", "frame", "box", "p_fake", "label")]
+                        + [_table_note(row)] for row in flat)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() + "\n" for line in lines)
 
 
@@ -258,3 +254,9 @@ def _cell(value) -> str:
     if value is None:
         return ""
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _table_note(row: dict) -> str:
+    if row["error"]:
+        return f"{row['error']}: {row['note']}" if row["note"] else row["error"]
+    return row["note"]
