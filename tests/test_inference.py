@@ -120,7 +120,7 @@ def test_a_large_image_is_searched_at_a_bounded_size_in_its_own_pixels():
 
 
 @pytest.mark.parametrize("box, margin, shape, expected", [
-    ((100, 100, 50, 50), 0.2, (400, 600), (90, 86, 70, 70)),  # grown, and raised by 0.07 x 50
+    ((100, 100, 50, 50), 0.2, (400, 600), (90, 87, 70, 70)),  # grown, and raised by 0.065 x 50
     ((0, 0, 50, 50), 0.5, (400, 600), (0, 0, 100, 100)),  # moved into the image
     ((560, 350, 40, 40), 0.5, (400, 600), (520, 320, 80, 80)),
     ((10, 10, 300, 300), 0.5, (320, 640), (0, 0, 320, 320)),  # shrunk to the image's height
