@@ -30,6 +30,7 @@ from .inference import MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode
 ROW_FIELDS = ("file", "kind", "frame", "time", "box", "face", "p_fake", "label", "top_k_mean",
               "faces", "frames", "error", "note")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
+HELD_BYTES = 256 * 2**20  # decoded video frames waiting for a worker (~40 at 1080p)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Unit:
     frame: int | None = None
     time: float | None = None
     load: Callable[[], np.ndarray] | None = None
+    held: int = 0  # bytes of pixels it holds until prepared (a decoded video frame)
     error: Unreadable | None = None
     crops: list[Crop] = field(default_factory=list)
     scores: np.ndarray | None = None
@@ -110,7 +112,7 @@ def _units(files: list[Path], options: Options) -> Iterator[Unit]:
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             try:
                 for index, seconds, rgb in video_frames(path, options.fps, options.max_pixels):
-                    yield Unit(path, index, seconds, load=lambda rgb=rgb: rgb)
+                    yield Unit(path, index, seconds, load=lambda rgb=rgb: rgb, held=rgb.nbytes)
             except Unreadable as exc:
                 yield Unit(path, error=exc)
         else:  # the content decides what an image is, never the file name
@@ -118,8 +120,9 @@ def _units(files: list[Path], options: Options) -> Iterator[Unit]:
 
 
 def _prepared(units: Iterator[Unit], options: Options, size: int) -> Iterator[Unit]:
-    """Units with their crops, prepared on a thread pool a few units in advance (memory stays
-    bounded however many files or frames there are), in order."""
+    """Units with their crops, prepared on a thread pool while the previous batch is scored, in
+    order. At most a batch and a bit ahead, holding at most ``HELD_BYTES`` of video frames: memory
+    stays bounded however many files or frames there are."""
     def prepare(unit: Unit) -> Unit:
         if unit.error is None:
             try:
@@ -132,15 +135,19 @@ def _prepared(units: Iterator[Unit], options: Options, size: int) -> Iterator[Un
         return unit
 
     workers = usable_cpus()
-    ahead = 4 * workers  # enough to keep the pool busy; each waiting video frame holds its pixels
+    ahead = options.batch_size + 2 * workers
     with ThreadPoolExecutor(max_workers=workers) as pool:
         queue: deque = deque()
+        held = 0
         for unit in units:
             queue.append(pool.submit(prepare, unit))
-            if len(queue) >= ahead:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
+            held += unit.held
+            while queue and (len(queue) >= ahead or held > HELD_BYTES):
+                done = queue.popleft().result()
+                held -= done.held
+                yield done
+        for future in queue:
+            yield future.result()
 
 
 def _scored(units: Iterator[Unit], scorer: Scorer, batch_size: int) -> Iterator[Unit]:

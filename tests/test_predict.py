@@ -92,7 +92,8 @@ def test_predict_scores_equal_evaluate_on_the_validation_crops(trained, tmp_path
     with zipfile.ZipFile(trained / "data/raw/dataset.zip") as archive:
         members = [n for n in archive.namelist() if "/Validation/" in n and not n.endswith("/")]
         archive.extractall(tmp_path, members)
-    code, _, _ = predict(trained, str(tmp_path / "Dataset"), "--no-detect", "--output", str(tmp_path / "out.csv"))
+    code, _, _ = predict(trained, str(tmp_path / "Dataset"), "--no-detect", "--output", str(tmp_path / "out.csv"),
+                         "--batch-size", "16")  # many batches, and more files than the prepare-ahead window
     assert code == 0
     ours = pd.read_csv(tmp_path / "out.csv")
     ours = ours[ours["kind"] == "file"].assign(path=lambda f: f["file"].map(
