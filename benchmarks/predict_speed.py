@@ -136,8 +136,8 @@ def main() -> None:
     rows = predict.predict([work / "crops"], scorer, no_detect, progress=False)
     crops_seconds, crops_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     assert sum(r["kind"] == "file" for r in rows) == args.crops
-    command = [str(Path(sys.executable).parent / "deepfake-detector"), "predict", str(work / "crops"), "--no-detect",
-               "--threshold", "0.5", "--model", str(model_path), "--output", str(work / "out.csv")]
+    command = [str(Path(sys.executable).parent / "deepfake-detector"), "predict", str(work / "crops"),
+               "--no-detect", "--threshold", "0.5", "--model", str(model_path), "--output", str(work / "out.csv")]
     started = time.perf_counter()
     cli = subprocess.run(command, env=project_env(), capture_output=True, text=True)
     cli_seconds = time.perf_counter() - started

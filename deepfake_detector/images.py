@@ -206,11 +206,15 @@ def _gray8(im: Image.Image) -> np.ndarray:
     return np.asarray(im if im.mode == "L" else im.convert("L"))
 
 
+def centre_square(height: int, width: int) -> tuple[int, int, int, int]:
+    """(x, y, side, side): the largest centred square, the part of a photo that is kept."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
 def _square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre crop to a square, then resize to ``size`` (area to shrink, cubic to enlarge)."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    left, top, side, _ = centre_square(*rgb.shape[:2])
     crop = rgb[top:top + side, left:left + side]
     if side == size:
         return np.ascontiguousarray(crop)

@@ -92,12 +92,6 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     return records.resize_image(image, size).numpy()
 
 
-def centre_square(height: int, width: int) -> tuple[int, int, int, int]:
-    """(x, y, side, side) of the largest centred square: how preprocess makes a photo square."""
-    side = min(height, width)
-    return (width - side) // 2, (height - side) // 2, side, side
-
-
 @dataclass
 class Crop:
     box: tuple[int, int, int, int]  # (x, y, w, h) in the source image's pixels
@@ -112,7 +106,7 @@ def crops(rgb: np.ndarray, finder, margin: float, size: int) -> list[Crop]:
     squares = finder.squares(rgb, margin) if finder is not None else []
     found = bool(squares)
     out = []
-    for x, y, w, h in squares or [centre_square(height, width)]:
+    for x, y, w, h in squares or [images.centre_square(height, width)]:  # as preprocess squares photos
         out.append(Crop((x, y, w, h), found, fit(rgb[y:y + h, x:x + w], size)))
     return out
 

@@ -199,17 +199,20 @@ def _verdict(path: Path, units: list[Unit], options: Options) -> dict:
                 note=f"mean of {len(units)} frames at {options.fps:g}/s; top-{options.top_k} mean {top:.4f}")
 
 
-def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options, progress: bool = True) -> list[dict]:
+def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
+            progress: bool = True) -> list[dict]:
     """All rows for ``paths`` (see ``ROW_FIELDS``), in input order."""
     from tqdm import tqdm
 
     paths = list(paths)
     files = expand(paths)
     if not files:
-        raise UserError(f"no files in {', '.join(map(str, paths))}: give image or video files, or folders holding them")
+        raise UserError(f"no files in {', '.join(map(str, paths))}: "
+                        "give image or video files, or folders holding them")
     units = _scored(_prepared(_units(files, options), options, scorer.image_size), scorer, options.batch_size)
     rows: list[dict] = []
-    bar = tqdm(total=len(files), unit="file", file=sys.stderr, disable=None if progress and len(files) > 1 else True)
+    bar = tqdm(total=len(files), unit="file", file=sys.stderr,  # shown on a terminal only
+               disable=None if progress and len(files) > 1 else True)
     current: list[Unit] = []
 
     def close_file():

@@ -65,9 +65,9 @@ def main() -> None:
     evaluation.save_pngs({s: (f["label"].to_numpy(), f["score"].to_numpy()) for s, f in scored.items()},
                          report["test"]["confusion"], threshold, PLOTS)
     write_json(EVAL_METRICS, report)
-    inference.write_threshold(scorer, threshold, {
-        "model": str(MODEL), "rule": report["threshold_rule"],
-        "validation": {k: report["validation"][k] for k in ("roc_auc", "balanced_accuracy", "n_real", "n_fake")}})
+    validation = {k: report["validation"][k] for k in ("roc_auc", "balanced_accuracy", "n_real", "n_fake")}
+    inference.write_threshold(scorer, threshold, {"model": str(MODEL), "rule": report["threshold_rule"],
+                                                  "validation": validation})
 
     manifest = pd.read_csv(PROCESSED / "manifest.csv", usecols=["index", "path"])
     predictions = pd.concat([val, test]).merge(manifest, on="index", how="left")
