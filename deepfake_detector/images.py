@@ -78,18 +78,10 @@ class Inspection:
 
 def inspect(data: bytes, image_size: int, max_pixels: int) -> Inspection:
     """Check one image file's bytes and return what to store (see the module docstring)."""
-    if not data:
-        return skipped("empty")
-    try:  # reads the header only
-        im = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError:
-        return skipped(_unidentified(data))
-    except Exception as exc:  # a plugin choked on a malformed header
-        return skipped(_failure(data, exc))
-    width, height = im.size
-    fmt = im.format
-    if width * height > max_pixels:  # decompression-bomb guard: decided before any pixel exists
-        return skipped("too_large", width, height, fmt)
+    header = read_header(data, max_pixels)
+    im, width, height, fmt = header.image, header.width, header.height, header.format
+    if header.skip:
+        return skipped(header.skip, width, height, fmt)
 
     reasons, broken = _file_reasons(im, data)
     if broken:
@@ -100,7 +92,7 @@ def inspect(data: bytes, image_size: int, max_pixels: int) -> Inspection:
             return _pass_through(im, data)
         im.load()  # strict: raises on truncated or broken data
     except Exception as exc:
-        reason = "unsupported" if "jpeg_variant" in reasons else _failure(data, exc)
+        reason = "unsupported" if "jpeg_variant" in reasons else failure_reason(data, exc)
         return skipped(reason, width, height, fmt)
     try:
         rgb = _to_rgb(im, reasons)
@@ -118,6 +110,32 @@ def inspect(data: bytes, image_size: int, max_pixels: int) -> Inspection:
     return Inspection("converted", reason, width, height, fmt, png.tobytes(), phash64(gray))
 
 
+@dataclass(frozen=True)
+class Header:
+    image: Image.Image | None  # opened, nothing decoded yet
+    format: str | None
+    width: int | None
+    height: int | None
+    skip: str  # "" when the header is fine, else one of SKIP_REASONS
+
+
+def read_header(data: bytes, max_pixels: int, formats: tuple[str, ...] = FORMATS) -> Header:
+    """The header checks every decode starts with: not empty, an image in ``formats``, and at most
+    ``max_pixels`` (the decompression-bomb guard, decided before any pixel exists)."""
+    if not data:
+        return Header(None, None, None, None, "empty")
+    try:  # reads the header only
+        im = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        return Header(None, None, None, None, _unidentified(data))
+    except Exception as exc:  # a plugin choked on a malformed header
+        return Header(None, None, None, None, failure_reason(data, exc))
+    width, height = im.size
+    skip = ("unsupported" if im.format not in formats else
+            "too_large" if width * height > max_pixels else "")
+    return Header(im, im.format, width, height, skip)
+
+
 def _file_reasons(im: Image.Image, data: bytes) -> tuple[set[str], str]:
     """(what about the file rules out pass-through, skip reason if it is broken else "")."""
     reasons: set[str] = set()
@@ -126,7 +144,7 @@ def _file_reasons(im: Image.Image, data: bytes) -> tuple[set[str], str]:
         # stray marker whose length runs past the end ...); TensorFlow's libjpeg rejects those.
         sof, precision = _jpeg_structure(data)
         if sof is None:
-            return reasons, _failure(data, None)
+            return reasons, failure_reason(data, None)
         if sof not in _SOF_PASS or precision != 8:
             reasons.add("jpeg_variant")
     else:
@@ -149,6 +167,13 @@ def _pass_through(im: Image.Image, data: bytes) -> Inspection:
     if gray.ndim == 3:  # draft declined (it never does for a single-tile RGB JPEG)
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
     return Inspection("ok", "", width, height, im.format, data, phash64(gray))
+
+
+def pillow_rgb(im: Image.Image) -> np.ndarray:
+    """An opened image decoded strictly (raises on broken data) to 8-bit RGB, the way preprocess
+    converts every file it does not pass through."""
+    im.load()
+    return _to_rgb(im, set())
 
 
 def _to_rgb(im: Image.Image, reasons: set[str]) -> np.ndarray:
@@ -181,11 +206,15 @@ def _gray8(im: Image.Image) -> np.ndarray:
     return np.asarray(im if im.mode == "L" else im.convert("L"))
 
 
+def centre_square(height: int, width: int) -> tuple[int, int, int, int]:
+    """(x, y, side, side): the largest centred square, the part of a photo that is kept."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
 def _square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre crop to a square, then resize to ``size`` (area to shrink, cubic to enlarge)."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    left, top, side, _ = centre_square(*rgb.shape[:2])
     crop = rgb[top:top + side, left:left + side]
     if side == size:
         return np.ascontiguousarray(crop)
@@ -221,7 +250,7 @@ def _jpeg_structure(data: bytes) -> tuple[int | None, int]:
             return None, 0
 
 
-def _failure(data: bytes, exc: Exception | None) -> str:
+def failure_reason(data: bytes, exc: Exception | None) -> str:
     """Why a file that looks like an image did not decode: "truncated" or "corrupt"."""
     tail = data.rstrip(b"\x00")  # some writers pad files with zeros
     if data.startswith(b"\xff\xd8"):  # JPEG and PNG say where they end: trust that over messages
@@ -233,7 +262,7 @@ def _failure(data: bytes, exc: Exception | None) -> str:
 
 def _unidentified(data: bytes) -> str:
     if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return _failure(data, None)
+        return failure_reason(data, None)
     try:  # an image, but in a format we do not decode (PSD, EPS, ICO ...)?  Header only.
         Image.open(io.BytesIO(data))
         return "unsupported"

@@ -24,7 +24,9 @@ MANIFEST = PROCESSED / MANIFEST_FILE
 # train
 MODEL = Path("models/model.keras")
 
-# evaluate
+# evaluate: the Validation threshold beside the model, with the model file's sha256 (predict reads it)
+THRESHOLD_SUFFIX = ".threshold.json"  # any model file M has its threshold in M + this
+THRESHOLD = MODEL.with_name(MODEL.name + THRESHOLD_SUFFIX)
 PREDICTIONS = Path("data/eval/predictions.csv")
 
 # metrics and plots: small, committed to git (cache: false)

@@ -145,11 +145,29 @@ def split_files(folder: str | os.PathLike, catalog: dict, split: str) -> list[st
     return [str(Path(folder) / shard["file"]) for shard in catalog["splits"][split]["shards"]]
 
 
+def decode_image(encoded):
+    """Image file bytes → uint8 RGB [h, w, 3]: the one decoder of training, evaluate and predict."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_image(image, size: int):
+    """uint8 [h, w, 3] → uint8 [size, size, 3]: the one resize to the model's input (area: an honest
+    average, no aliasing; rounded back to uint8 so the model sees the pixels training saw)."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(image, (size, size), method="area")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
 def decoded_dataset(files: list[str], resize_to: int | None = None):
     """tf.data of (uint8 image [h, w, 3], label float32, manifest index) in file order.
 
-    ``resize_to`` is set when the model's input size differs from the stored size; the resize (area:
-    an honest average, no aliasing) happens here, so a cache after this holds model-sized images.
+    ``resize_to`` is set when the model's input size differs from the stored size; the resize
+    happens here, so a cache after this holds model-sized images.
     """
     import tensorflow as tf
 
@@ -159,11 +177,9 @@ def decoded_dataset(files: list[str], resize_to: int | None = None):
 
     def parse(raw):
         example = tf.io.parse_single_example(raw, features)
-        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
+        image = decode_image(example["image"])
         if resize_to:
-            image = tf.image.resize(image, (resize_to, resize_to), method="area")
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+            image = resize_image(image, resize_to)
         return image, tf.cast(example["label"], tf.float32), example["index"]
 
     files_ds = tf.data.Dataset.from_tensor_slices(files)

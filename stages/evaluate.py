@@ -3,6 +3,9 @@
 The decision threshold is chosen on Validation (maximum balanced accuracy) and only applied to Test.
 Plots: ROC and precision-recall curves per split (thinned), the Test confusion matrix, and PNG
 renderings in metrics/plots/. Per-image scores go to data/eval/predictions.csv for error analysis.
+Images are scored through deepfake_detector.inference, as predict scores them, and the threshold is
+written beside the model with the model file's sha256 (models/model.keras.threshold.json), so
+predict uses it only with the model it was chosen for.
 """
 
 from __future__ import annotations
@@ -22,17 +25,11 @@ SPLITS = ("validation", "test")
 log = logging.getLogger("evaluate")
 
 
-def score_split(model, catalog: dict, split: str, image_size: int, batch_size: int) -> pd.DataFrame:
-    import tensorflow as tf
+def score_split(scorer, catalog: dict, split: str, batch_size: int) -> pd.DataFrame:
+    from deepfake_detector import records
 
-    from deepfake_detector import training
-
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    frames = []
-    for images, labels, indices in training.eval_dataset(PROCESSED, catalog, split, image_size, batch_size):
-        frames.append(pd.DataFrame({"index": indices.numpy(), "label": labels.numpy().astype(int),
-                                    "score": infer(images).numpy().reshape(-1).astype(float)}))
-    scored = pd.concat(frames, ignore_index=True)
+    scored = scorer.score_records(records.split_files(PROCESSED, catalog, split), catalog["image_size"],
+                                  batch_size)
     scored.insert(1, "split", split)
     return scored
 
@@ -44,11 +41,11 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     params = load_section("evaluate")
-    from deepfake_detector import evaluation, modelfile, records
+    from deepfake_detector import evaluation, inference, records
 
-    model, meta = modelfile.load(MODEL)
+    scorer = inference.Scorer.load(MODEL)
     catalog = records.load_catalog(PROCESSED)
-    scored = {s: score_split(model, catalog, s, meta["image_size"], params.batch_size) for s in SPLITS}
+    scored = {s: score_split(scorer, catalog, s, params.batch_size) for s in SPLITS}
     val, test = scored["validation"], scored["test"]
     threshold = evaluation.choose_threshold(val["label"].to_numpy(), val["score"].to_numpy())
     report = {"threshold": threshold, "threshold_rule": "max balanced accuracy on validation"}
@@ -64,6 +61,9 @@ def main() -> None:
     evaluation.save_pngs({s: (f["label"].to_numpy(), f["score"].to_numpy()) for s, f in scored.items()},
                          report["test"]["confusion"], threshold, PLOTS)
     write_json(EVAL_METRICS, report)
+    validation = {k: report["validation"][k] for k in ("roc_auc", "balanced_accuracy", "n_real", "n_fake")}
+    inference.write_threshold(scorer, threshold, {"model": str(MODEL), "rule": report["threshold_rule"],
+                                                  "validation": validation})
 
     manifest = pd.read_csv(MANIFEST, usecols=["index", "path"])
     predictions = pd.concat([val, test]).merge(manifest, on="index", how="left")

@@ -1,0 +1,168 @@
+"""How fast `deepfake-detector predict` scores: latency, throughput, and the 1,000-crop goal.
+
+    python benchmarks/predict_speed.py [--model-name mobilenet_v3_small] [--image-size 128] [--crops 1000]
+
+Builds the model of params.yaml (untrained: speed does not depend on the weights) into a temp model
+file, then measures in one process, so every figure has its reference from the same run:
+
+* ``bare_predict_on_batch_images_per_second``: ``model.predict_on_batch`` on ready float32 batches
+  of 64, the model's own rate (the reference of issue 14);
+* ``scorer_images_per_second``: ``inference.Scorer.score`` on the same images (uint8 in, one
+  tf.function), and its ratio to the bare rate;
+* ``throughput_by_batch``: images/s of ``Scorer.score`` per batch size;
+* ``latency_ms``: one image, model only (``Scorer.score``), and end to end (``predict.predict`` on one
+  640x360 JPEG: read, decode, detect faces, crop, resize, score, rows), medians;
+* ``no_detect_1000_crops``: ``predict.predict(folder, --no-detect)`` on a folder of ``--crops`` JPEG face
+  crops at 224 px (the shared real faces when /work/shared/data/faces140k-sample.zip exists, else
+  photo-like images), seconds after the model is loaded (goal: <= 5 s), and that time over the bare
+  model time for as many images; plus the whole CLI run in a subprocess (start, imports, load
+  included) for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import emit, project_env  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
+
+
+def crop_files(folder: Path, count: int, side: int = 224) -> str:
+    """``count`` JPEG face crops at ``side`` px in ``folder``; returns where they came from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = []
+    if REAL_FACES.exists():
+        with zipfile.ZipFile(REAL_FACES) as bundle:
+            names = sorted(n for n in bundle.namelist() if n.lower().endswith(".jpg"))[:count]
+            sources = [cv2.imdecode(np.frombuffer(bundle.read(n), np.uint8), cv2.IMREAD_COLOR) for n in names]
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        if i < len(sources):
+            image = cv2.resize(sources[i], (side, side), interpolation=cv2.INTER_AREA)
+        else:
+            coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+            image = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return "faces140k-sample" if sources else "generated photo-like images"
+
+
+def scene(path: Path) -> None:
+    """A 640x360 JPEG with one real face (Grace Hopper, shipped with matplotlib) on clutter."""
+    from matplotlib import cbook
+
+    portrait = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    canvas = np.full((360, 640, 3), 90, np.uint8)
+    canvas[20:340, 200:473] = cv2.resize(portrait, (273, 320), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-name", default=train["model"])
+    parser.add_argument("--image-size", type=int, default=train["image_size"])
+    parser.add_argument("--crops", type=int, default=1000)
+    args = parser.parse_args()
+
+    from deepfake_detector import faces, inference, modelfile, models, predict
+
+    work = Path(tempfile.mkdtemp(prefix="predict_speed."))
+    model_path = work / "model.keras"
+    modelfile.save(models.build(args.model_name, args.image_size), model_path,
+                   {"model": args.model_name, "image_size": args.image_size})
+    started = time.perf_counter()
+    scorer = inference.Scorer.load(model_path)
+    load_seconds = time.perf_counter() - started
+    size = args.image_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (512, size, size, 3), dtype=np.uint8)
+    floats = images.astype(np.float32)
+    batches = [floats[i:i + 64] for i in range(0, len(floats), 64)]
+
+    scorer.model.predict_on_batch(batches[0])  # warm-up: both paths trace once
+    scorer.score(images[:64])
+    bare_times, our_times = [], []
+    for _ in range(7):  # interleaved, so both see the same machine load
+        bare_times.append(median_seconds(lambda: [scorer.model.predict_on_batch(b) for b in batches], 1))
+        our_times.append(median_seconds(lambda: scorer.score(images, 64), 1))
+    bare, ours = (len(images) / statistics.median(t) for t in (bare_times, our_times))
+    throughput = {}
+    for batch in (1, 8, 32, 64, 128):
+        count = min(len(images), max(batch * 4, 64))
+        throughput[batch] = round(count / median_seconds(lambda: scorer.score(images[:count], batch), 3), 1)
+
+    options = predict.Options(threshold=0.5, finder=faces.FaceFinder(), margin=faces.DEFAULT_MARGIN)
+    scene(work / "scene.jpg")
+    predict.predict([work / "scene.jpg"], scorer, options, progress=False)  # warm-up
+    frame = cv2.cvtColor(cv2.imread(str(work / "scene.jpg")), cv2.COLOR_BGR2RGB)
+    latency = {
+        "model_only_one_image": round(median_seconds(lambda: scorer.score(images[:1]), 30) * 1e3, 2),
+        "bare_predict_on_batch_one_image": round(
+            median_seconds(lambda: scorer.model.predict_on_batch(floats[:1]), 30) * 1e3, 2),
+        "end_to_end_640x360_with_detection": round(median_seconds(
+            lambda: predict.predict([work / "scene.jpg"], scorer, options, progress=False), 15) * 1e3, 2),
+        "face_detection_640x360": round(median_seconds(
+            lambda: options.finder.boxes(frame), 15) * 1e3, 2),
+    }
+
+    source = crop_files(work / "crops", args.crops)
+    no_detect = predict.Options(threshold=0.5, finder=None, margin=0.0)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    rows = predict.predict([work / "crops"], scorer, no_detect, progress=False)
+    crops_seconds, crops_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    assert sum(r["kind"] == "file" for r in rows) == args.crops
+    command = [str(Path(sys.executable).parent / "deepfake-detector"), "predict", str(work / "crops"),
+               "--no-detect", "--threshold", "0.5", "--model", str(model_path), "--output", str(work / "out.csv")]
+    started = time.perf_counter()
+    cli = subprocess.run(command, env=project_env(), capture_output=True, text=True)
+    cli_seconds = time.perf_counter() - started
+    if cli.returncode:
+        sys.exit(cli.stderr)
+
+    emit({
+        "model": args.model_name, "image_size": size, "parameters": int(scorer.model.count_params()),
+        "cpus": len(os.sched_getaffinity(0)), "load_seconds": round(load_seconds, 2),
+        "bare_predict_on_batch_images_per_second": round(bare, 1),
+        "scorer_images_per_second": round(ours, 1),
+        "scorer_over_bare": round(ours / bare, 3),
+        "throughput_by_batch": throughput,
+        "latency_ms": latency,
+        "no_detect_1000_crops": {
+            "crops": args.crops, "side": 224, "source": source,
+            "seconds_after_model_load": round(crops_seconds, 2),
+            "cpu_seconds_all_threads": round(crops_cpu, 2),
+            "goal_seconds": 5.0,
+            "bare_model_seconds_for_as_many": round(args.crops / bare, 2),
+            "over_bare_model_time": round(crops_seconds / (args.crops / bare), 2),
+            "cli_wall_seconds_including_start_and_load": round(cli_seconds, 2),
+        },
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""`deepfake-detector predict` with a real tiny model trained by `dvc repro` in a throwaway project:
+real images with and without a face, a video written by OpenCV, every kind of bad input, each output
+format parsed back, the threshold that travels with the model, and predict == evaluate."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import cbook
+
+from badimages import BAD_IMAGES, photo
+from projectcopy import dvc, make_project, project_env
+
+from deepfake_detector import cli, inference, paths
+from deepfake_detector.files import read_json, sha256_file
+from deepfake_detector.predict import ROW_FIELDS
+
+pytestmark = pytest.mark.slow
+COMMAND = str(Path(sys.executable).parent / "deepfake-detector")  # the installed console script
+FACE_IMAGE = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # a real portrait
+FACE_CENTRE = (265, 215)  # (x, y) of her face's centre in that 512x600 image
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A project whose tiny model was trained and evaluated by the real pipeline. compact_cnn: after
+    two tiny epochs it already scores every image differently (MobileNetV3's batch-norm statistics
+    have not settled yet, and it scores them all alike), so the parity test below can fail."""
+    project = make_project(tmp_path_factory.mktemp("predict") / "project", {"train.model": "compact_cnn"})
+    dvc("repro", cwd=project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """A portrait, a picture with no face, and a 3 s 640x360 video (10 fps) of the portrait moving."""
+    folder = tmp_path_factory.mktemp("media")
+    no_face = folder / "no_face.png"
+    cv2.imwrite(str(no_face), cv2.cvtColor(photo(3, 320, 200), cv2.COLOR_RGB2BGR))
+    portrait = cv2.imread(str(FACE_IMAGE))
+    small = cv2.resize(portrait, (256, 300), interpolation=cv2.INTER_AREA)
+    video = folder / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
+    background = cv2.cvtColor(photo(4, 640, 360), cv2.COLOR_RGB2BGR)
+    for i in range(30):
+        frame = background.copy()
+        x = 20 + i * 10
+        frame[30:330, x:x + 256] = small
+        writer.write(frame)
+    writer.release()
+    return {"face": FACE_IMAGE, "no_face": no_face, "video": video}
+
+
+def predict(project: Path, *args: str) -> tuple[int, str, str]:
+    """`deepfake-detector predict ...` run in ``project`` by this process (TensorFlow loads once):
+    (exit status, stdout, stderr)."""
+    out, err, cwd = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(project)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                pytest.raises(SystemExit) as exited:
+            cli.main(["predict", *args])
+    finally:
+        os.chdir(cwd)
+    return exited.value.code, out.getvalue(), err.getvalue()
+
+
+def rows_of(output: str) -> list[dict]:
+    return json.loads(output)["rows"]
+
+
+def test_evaluate_leaves_the_threshold_beside_the_model_with_its_hash(trained):
+    saved = read_json(trained / paths.THRESHOLD)
+    assert saved["model_sha256"] == sha256_file(trained / paths.MODEL)
+    assert saved["threshold"] == read_json(trained / "metrics/eval.json")["threshold"]
+    assert "evaluate" not in dvc("status", cwd=trained).stdout  # a declared output, up to date
+
+
+def test_predict_scores_equal_evaluate_on_the_validation_crops(trained, tmp_path):
+    with zipfile.ZipFile(trained / "data/raw/dataset.zip") as archive:
+        members = [n for n in archive.namelist() if "/Validation/" in n and not n.endswith("/")]
+        archive.extractall(tmp_path, members)
+    code, _, _ = predict(trained, str(tmp_path / "Dataset"), "--no-detect", "--output", str(tmp_path / "out.csv"),
+                         "--batch-size", "16")  # many batches, and more files than the prepare-ahead window
+    assert code == 0
+    ours = pd.read_csv(tmp_path / "out.csv")
+    ours = ours[ours["kind"] == "file"].assign(path=lambda f: f["file"].map(
+        lambda p: Path(p).relative_to(tmp_path).as_posix()))[["path", "p_fake", "label"]]
+    ours = ours.rename(columns={"label": "verdict"})
+    theirs = pd.read_csv(trained / "data/eval/predictions.csv").query("split == 'validation'")
+    both = theirs.merge(ours, on="path", validate="one_to_one")
+    assert len(both) == len(theirs) == len(members) == 64
+    assert both["score"].nunique() > 48  # the model tells images apart: equal scores prove something
+    np.testing.assert_allclose(both["p_fake"], both["score"], rtol=0, atol=1e-5)
+    # labels agree wherever the score is not within rounding of the threshold
+    threshold = read_json(trained / "metrics/eval.json")["threshold"]
+    clear = (both["score"] - threshold).abs() > 1e-5
+    assert (both.loc[clear, "verdict"] == both.loc[clear, "predicted"]).all()
+
+
+def test_a_face_is_found_and_scored_and_a_faceless_image_is_scored_whole(trained, media):
+    code, out, _ = predict(trained, str(media["face"]), str(media["no_face"]), "--format", "json")
+    assert code == 0
+    rows = rows_of(out)
+    face = [r for r in rows if r["file"] == str(media["face"]) and r["kind"] == "face"]
+    assert len(face) == 1 and face[0]["face"] is True
+    x, y, w, h = face[0]["box"]
+    assert x < FACE_CENTRE[0] < x + w and y < FACE_CENTRE[1] < y + h and w == h and 200 < w < 420
+    whole = [r for r in rows if r["file"] == str(media["no_face"])]
+    assert [r["kind"] for r in whole] == ["face", "file"]
+    assert whole[0]["face"] is False and whole[0]["box"] == [60, 0, 200, 200]  # the centre square
+    assert "no face found" in whole[1]["note"] and whole[1]["faces"] == 0
+    for verdict in (r for r in rows if r["kind"] == "file"):
+        crops = [r["p_fake"] for r in rows if r["file"] == verdict["file"] and r["kind"] == "face"]
+        assert verdict["p_fake"] == max(crops) and 0 <= verdict["p_fake"] <= 1
+
+
+def test_a_video_is_sampled_at_fps_and_reports_mean_and_top_k(trained, media):
+    code, out, _ = predict(trained, str(media["video"]), "--fps", "2", "--top-k", "3", "--format", "json",
+                           "--threshold", "0.5")
+    assert code == 0
+    rows = rows_of(out)
+    faces = [r for r in rows if r["kind"] == "face"]
+    assert sorted({r["frame"] for r in faces}) == [0, 5, 10, 15, 20, 25]  # 10 fps sampled at 2/s
+    assert {r["time"] for r in faces} == {0.0, 0.5, 1.0, 1.5, 2.0, 2.5}
+    assert sum(r["face"] for r in faces) >= 5  # the portrait is found in (nearly) every frame
+    per_frame = [max(r["p_fake"] for r in faces if r["frame"] == f) for f in range(0, 30, 5)]
+    verdict = rows[-1]
+    assert verdict["kind"] == "file" and verdict["frames"] == 6
+    assert verdict["p_fake"] == pytest.approx(np.mean(per_frame))
+    assert verdict["top_k_mean"] == pytest.approx(np.mean(sorted(per_frame)[-3:]))
+    assert verdict["label"] == ("Fake" if verdict["p_fake"] >= 0.5 else "Real")
+
+    code, out, _ = predict(trained, str(media["video"]), "--max-pixels", "200000", "--format", "json")
+    assert code == 2 and [(r["kind"], r["error"]) for r in rows_of(out)] == [("error", "too_large")]
+
+
+def _bad_inputs(folder: Path) -> dict[str, str]:
+    """file name → the error reason predict must give it."""
+    expected = {}
+    for name in ("corrupt_jpeg", "truncated_jpeg", "zero_byte", "text_as_jpg", "icon_file", "decompression_bomb"):
+        build, _, reason = BAD_IMAGES[name]
+        (folder / f"{name}.jpg").write_bytes(build())
+        expected[f"{name}.jpg"] = reason
+    (folder / "notes.mp4").write_text("not a video")
+    expected["notes.mp4"] = "unreadable"
+    (folder / "zero.mp4").write_bytes(b"")
+    expected["zero.mp4"] = "empty"
+    cv2.VideoWriter(str(folder / "no_frames.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64)).release()
+    expected["no_frames.avi"] = "empty_video"
+    return expected
+
+
+def test_every_bad_input_gets_an_error_row_and_the_rest_go_on(trained, media, tmp_path):
+    expected = _bad_inputs(tmp_path)
+    missing = str(tmp_path / "missing.jpg")
+    code, out, err = predict(trained, str(tmp_path), str(media["face"]), missing, "--format", "json")
+    assert code == 0, err
+    rows = rows_of(out)
+    errors = {Path(r["file"]).name: r["error"] for r in rows if r["kind"] == "error"}
+    assert errors == {**expected, "missing.jpg": "not_found"}
+    assert [r["file"] for r in rows if r["kind"] == "file"] == [str(media["face"])]
+    assert "1 of 11 files scored" in err
+
+    code, out, _ = predict(trained, str(tmp_path), "--format", "json")  # nothing scorable: exit 2
+    assert code == 2 and all(r["kind"] == "error" for r in rows_of(out))
+
+
+def test_each_output_format_parses_back_to_the_same_rows(trained, media, tmp_path):
+    args = (str(media["face"]), str(media["no_face"]))
+    rows = rows_of(predict(trained, *args, "--format", "json")[1])
+    assert all(list(r) == list(ROW_FIELDS) for r in rows)
+
+    code, _, _ = predict(trained, *args, "--output", str(tmp_path / "out.csv"))  # format from the suffix
+    parsed = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert code == 0 and [list(r) for r in parsed] == [list(ROW_FIELDS)] * len(rows)
+    for mine, back in zip(rows, parsed):
+        assert float(back["p_fake"]) == mine["p_fake"] and back["label"] == mine["label"]
+        assert back["box"] == (",".join(map(str, mine["box"])) if mine["box"] else "")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically
+
+    table = predict(trained, *args)[1].splitlines()
+    assert table[0].split() == ["file", "kind", "frame", "box", "P(fake)", "label", "note"]
+    assert len(table) == 1 + len(rows)
+    for line, row in zip(table[1:], rows):
+        assert line.startswith(row["file"]) and f"{row['p_fake']:.4f}" in line and row["label"] in line
+
+
+def test_the_threshold_must_come_from_this_model(trained, tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes((trained / paths.MODEL).read_bytes())
+    sidecar = inference.threshold_path(model)
+    saved = read_json(trained / paths.THRESHOLD)
+
+    code, _, err = predict(trained, str(FACE_IMAGE), "--model", str(model))
+    assert code == 2 and err.strip().count("\n") == 0 and "dvc repro evaluate" in err  # none beside it
+
+    sidecar.write_text(json.dumps({**saved, "model_sha256": "0" * 64}))  # another run's threshold
+    code, _, err = predict(trained, str(FACE_IMAGE), "--model", str(model))
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "another model" in err and "dvc repro evaluate" in err and "--threshold" in err
+
+    code, out, _ = predict(trained, str(FACE_IMAGE), "--model", str(model), "--threshold", "0.25",
+                           "--format", "json")
+    assert code == 0 and json.loads(out)["threshold"] == 0.25
+
+    sidecar.write_text(json.dumps(saved))  # the right one
+    code, out, _ = predict(trained, str(FACE_IMAGE), "--model", str(model), "--format", "json")
+    assert code == 0 and json.loads(out)["threshold"] == saved["threshold"]
+
+
+def test_the_installed_command_has_help_everywhere_and_runs(trained, media):
+    for args in ([], ["predict"]):
+        shown = subprocess.run([COMMAND, *args, "--help"], capture_output=True, text=True)
+        assert shown.returncode == 0 and "usage: deepfake-detector" in shown.stdout
+    done = subprocess.run([COMMAND, "predict", str(media["face"]), "--format", "csv"], cwd=trained,
+                          capture_output=True, text=True, env=project_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert next(csv.DictReader(io.StringIO(done.stdout)))["kind"] == "face"
