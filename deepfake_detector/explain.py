@@ -33,16 +33,12 @@ def _is_conv(layer) -> bool:
     return isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D))
 
 
-def _spatial(layer) -> bool:
-    shape = getattr(layer, "output", None) is not None and layer.output.shape
-    return bool(shape) and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1
-
-
 def _last_feature_layer(model):
-    """The last spatial layer at or after the last convolution of ``model`` (not looking inside
-    nested models), or None."""
+    """The last layer with a [n, h, w, c] output at or after the last convolution of ``model``
+    (not looking inside nested models), or None."""
     convs = [i for i, layer in enumerate(model.layers) if _is_conv(layer)]
-    spatial = [i for i, layer in enumerate(model.layers) if _spatial(layer) and convs and i >= convs[-1]]
+    spatial = [i for i, layer in enumerate(model.layers)
+               if convs and i >= convs[-1] and len(layer.output.shape) == 4]
     return model.layers[spatial[-1]] if spatial else None
 
 
