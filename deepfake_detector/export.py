@@ -17,6 +17,7 @@ What scoring needs beside the file (image size, class names, threshold) goes int
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -143,7 +144,8 @@ def export(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray) -> 
             "threshold": threshold, "exported_by": f"deepfake-detector {__version__}"}
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "savedmodel":
-        scratch = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+        scratch = output.parent / f".{output.name}.{secrets.token_hex(4)}"
+        scratch.mkdir()  # the umask's mode, as a plain folder gets (mkdtemp's is 0700)
         try:
             WRITERS[fmt](scorer, scratch)
             report = _check(fmt, scratch, check_images, expected, meta)

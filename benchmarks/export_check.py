@@ -1,0 +1,111 @@
+"""Each `deepfake-detector export` format against the Keras model: agreement on 100 images, size,
+and speed in its own runtime.
+
+    python benchmarks/export_check.py [--model models/model.keras] [--check-images DIR] [--count 100]
+
+Run in a project where the model was trained and evaluated (`make repro`): the check images are the
+first ``--count`` Validation records (or ``--check-images``), as `export` itself uses. For each of
+savedmodel, tflite and onnx: ``export.export`` writes it (refusing it over ``export.TOLERANCE``),
+then the report gives the largest |P(fake) difference| from the Keras model, the share of labels
+that agree at the model's threshold, the size, and in the same run, for the export's runtime and for
+the Keras model's bare ``predict_on_batch`` (the reference): median ms for one image and images/s
+in batches of 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import emit  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def runner(fmt: str, path: Path):
+    """A function float32 images → P(fake), with the export loaded once (as a server holds it)."""
+    import warnings
+
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: serve(image=tf.constant(x))["p_fake"].numpy()
+    if fmt == "tflite":
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path))
+        given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        shape = [None]
+
+        def run(x):
+            if shape[0] != x.shape:
+                interpreter.resize_tensor_input(given["index"], list(x.shape))
+                interpreter.allocate_tensors()
+                shape[0] = x.shape
+            interpreter.set_tensor(given["index"], x)
+            interpreter.invoke()
+            return interpreter.get_tensor(taken["index"]).reshape(-1)
+        return run
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["p_fake"], {"image": x})[0]
+
+
+def speed(run, images: np.ndarray) -> dict:
+    one, batch = images[:1], images[:64]
+    run(one), run(batch)  # warm-up (and, for TFLite, the allocation for each shape)
+    return {"one_image_ms": round(median_seconds(lambda: run(one), 30) * 1e3, 2),
+            "batch_64_images_per_second": round(len(batch) / median_seconds(lambda: run(batch), 7), 1)}
+
+
+def main() -> None:
+    from deepfake_detector import export, inference, paths
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=paths.MODEL)
+    parser.add_argument("--check-images", type=Path, nargs="+")
+    parser.add_argument("--count", type=int, default=100)
+    args = parser.parse_args()
+
+    scorer = inference.Scorer.load(args.model)
+    images, source = export.check_images(scorer, args.check_images, args.count, paths.PROCESSED)
+    floats = images.astype(np.float32)
+    work = Path(tempfile.mkdtemp(prefix="export_check."))
+    result = {"model": scorer.meta.get("model"), "image_size": scorer.image_size, "images": source,
+              "cpus": len(os.sched_getaffinity(0)), "load_average_before": round(os.getloadavg()[0], 2),
+              "keras_predict_on_batch": speed(lambda x: scorer.model.predict_on_batch(x).reshape(-1), floats)}
+    for fmt in export.FORMATS:
+        output = work / f"model{export.SUFFIXES[fmt]}"
+        started = time.perf_counter()
+        report = export.export(scorer, fmt, output, images)
+        result[fmt] = {"export_seconds": round(time.perf_counter() - started, 1),
+                       "size_mib": round(report["size_bytes"] / 2**20, 2), **report["check"],
+                       **speed(runner(fmt, output), floats)}
+        print(f"{fmt}: {result[fmt]}", file=sys.stderr)
+    result["keras_file_size_mib"] = round(args.model.stat().st_size / 2**20, 2)
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
