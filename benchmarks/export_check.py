@@ -108,4 +108,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from deepfake_detector import entrypoint
+
+    entrypoint.run(main)  # no trained model here: one line saying what to run

@@ -115,8 +115,8 @@ def _watch_parser(commands) -> None:
     watch.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
                        help="face box side added on each side of a face (default: %(default)s)")
     watch.add_argument("--detect-every", type=_positive(int), default=5,
-                       help="search the whole frame for faces every N frames; between, known faces are "
-                            "followed (default: %(default)s; 1 searches every frame)")
+                       help="search the whole frame for faces (on a second thread) at most every N frames; "
+                            "on every frame, the faces known are followed (default: %(default)s)")
     watch.set_defaults(run=run_watch)
 
 
@@ -186,11 +186,15 @@ def run_watch(args: argparse.Namespace) -> int:
     from . import faces, watch
 
     scorer, threshold = _load(args)
-    finder = None if args.no_detect else faces.FaceTracker(every=args.detect_every)
+    finder = None if args.no_detect else faces.FaceTracker(every=args.detect_every, background=True)
     options = watch.Options(threshold=threshold, finder=finder, margin=args.margin, window=args.window,
                             interval=args.interval, seconds=args.seconds, record=args.record,
                             show_fps=args.show_fps, format=args.format)
-    watch.watch(args.source, scorer, options, sys.stdout)
+    try:
+        watch.watch(args.source, scorer, options, sys.stdout)
+    finally:
+        if finder is not None:
+            finder.close()
     return 0
 
 

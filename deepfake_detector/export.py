@@ -35,7 +35,7 @@ SUFFIXES = {"savedmodel": ".savedmodel", "tflite": ".tflite", "onnx": ".onnx"}
 # Largest |P(fake) export - P(fake) Keras| accepted on the check images. float32 runtimes differ
 # from TensorFlow only in the order of their sums; float16 weights move scores by up to ~1e-3 on the
 # shipped models (benchmarks/export_check.py measures it), hence the looser bound.
-TOLERANCE = {"savedmodel": 1e-5, "tflite": 2e-2, "onnx": 1e-4}
+TOLERANCE = {"savedmodel": 1e-5, "tflite": 1e-2, "onnx": 1e-4}
 ONNX_OPSET = 17
 ONNX_PACKAGES = "tf2onnx==1.17.0 onnxruntime==1.31.1"
 META_FILE = "deepfake_detector.json"

@@ -27,6 +27,7 @@ Grown this way, a detected face's square overlaps the pasted training crop with 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -96,25 +97,44 @@ def square(box, margin: float, height: int, width: int) -> tuple[int, int, int, 
 
 class FaceTracker(FaceFinder):
     """Faces in a stream of frames, for ``watch``: the whole frame is searched every ``every`` frames
-    (~70 ms at 640x360 on this CPU) and, on the frames between, each face found on the frame before
-    is looked for again only in a window around it, at sizes near its own (~3 ms a face). A face
-    that walks in is found at the next whole-frame search. One stream per tracker (it keeps state).
+    (~70 ms at 640x360 on this CPU) and, on the frames between, each face found before is looked
+    for again only in a window around it, at sizes near its own (~3 ms a face). A face that walks
+    in is found at the next whole-frame search. One stream per tracker (it keeps state).
+
+    With ``background``, whole-frame searches run on a thread of their own (the other core) and never
+    hold up a frame: when one finishes, its faces are followed into the current frame. A search is
+    started at most every ``every`` frames and never while one is running. ``close`` ends the thread.
     """
 
-    def __init__(self, every: int = 5, **finder):
+    def __init__(self, every: int = 5, background: bool = False, **finder):
         super().__init__(**finder)
         self.every, self._frames, self._last = every, 0, []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="face-search") if background else None
+        self._running: Future | None = None
 
     def boxes(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
         due = self._frames % self.every == 0
         self._frames += 1
-        self._last = super().boxes(rgb) if due else self._near(rgb)
+        if self._pool is None or self._frames == 1:  # the first frame waits for its faces
+            self._last = super().boxes(rgb) if due else self._near(rgb, self._last)
+            return self._last
+        known = self._last
+        if self._running is not None and self._running.done():
+            known, self._running = self._running.result(), None
+        if due and self._running is None:
+            self._running = self._pool.submit(super().boxes, rgb.copy())
+        self._last = self._near(rgb, known)
         return self._last
 
-    def _near(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _near(self, rgb: np.ndarray, known) -> list[tuple[int, int, int, int]]:
+        """Each of the ``known`` boxes found again near where it was, if it still is."""
         height, width = rgb.shape[:2]
         found: list[tuple[int, int, int, int]] = []
-        for x, y, w, h in self._last:
+        for x, y, w, h in known:
             # the box grown by half its side each way, shrunk so the face is ~TRACK_SIDE px: constant cost
             left, top = max(0, x - w // 2), max(0, y - h // 2)
             right, bottom = min(width, x + w + w // 2), min(height, y + h + h // 2)

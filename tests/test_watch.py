@@ -4,6 +4,7 @@ And the face tracker that lets watch keep up."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -14,11 +15,11 @@ import pytest
 
 from trained import FACE_CENTRE, FACE_IMAGE, run_cli, write_video
 
-from deepfake_detector import faces
+from deepfake_detector import faces, inference, watch
 from deepfake_detector.faces import _overlap
 
 
-def watch(project: Path, *args: str) -> tuple[int, list[dict], str, float]:
+def run_watch(project: Path, *args: str) -> tuple[int, list[dict], str, float]:
     """(exit status, JSON lines, stderr, wall seconds) of `deepfake-detector watch ... --format json`."""
     started = time.perf_counter()
     code, out, err = run_cli(project, "watch", *args, "--format", "json")
@@ -47,6 +48,22 @@ def test_the_tracker_follows_faces_between_whole_frame_searches(tmp_path):
     assert len(found[10]) == 1 and len(found[11]) == 1  # ...which finds it, and it is followed again
 
 
+def test_in_the_background_whole_frame_searches_never_hold_up_a_frame(tmp_path):
+    frames = _rgb_frames(write_video(tmp_path / "clip.avi", 6, 10))
+    blank = np.full_like(frames[0], 90)
+    tracker = faces.FaceTracker(every=2, background=True)
+    try:
+        assert len(tracker.boxes(frames[0])) == 1  # the first frame waits for its search
+        assert tracker.boxes(blank) == []  # the face left: not followed
+        found, started = [], time.perf_counter()
+        for i in range(1, 6):  # it comes back: a background search finds it, the frames don't wait
+            found.append(tracker.boxes(frames[i]))
+            time.sleep(0.3)  # time for a search to finish
+        assert found[0] == [] and all(len(boxes) == 1 for boxes in found[2:])
+    finally:
+        tracker.close()
+
+
 def test_the_tracker_with_every_1_is_the_finder(media):
     frame = cv2.cvtColor(cv2.imread(str(FACE_IMAGE)), cv2.COLOR_BGR2RGB)
     box = faces.FaceTracker(every=1).boxes(frame)
@@ -58,7 +75,7 @@ def test_the_tracker_with_every_1_is_the_finder(media):
 @pytest.mark.slow
 def test_a_video_file_is_watched_at_its_real_rate_and_recorded(trained, media, tmp_path):
     record = tmp_path / "out" / "annotated.mp4"
-    code, lines, err, seconds = watch(trained, str(media["video"]), "--record", str(record), "--show-fps")
+    code, lines, err, seconds = run_watch(trained, str(media["video"]), "--record", str(record), "--show-fps")
     assert code == 0, err
     *verdicts, summary = lines
     assert summary["summary"] and summary["read"] == 30  # 3 s at 10 fps
@@ -82,7 +99,7 @@ def test_a_video_file_is_watched_at_its_real_rate_and_recorded(trained, media, t
 def test_watch_scores_frames_as_predict_does(trained, media):
     """Whole frames (--no-detect) of a 10 fps video: scoring a 64 px crop takes milliseconds, so
     every frame is scored, and the mean equals predict's verdict over every frame."""
-    code, lines, err, _ = watch(trained, str(media["video"]), "--no-detect")
+    code, lines, err, _ = run_watch(trained, str(media["video"]), "--no-detect")
     summary = lines[-1]
     assert code == 0 and summary["dropped"] == 0 and summary["scored"] == 30, err
     code, out, _ = run_cli(trained, "predict", str(media["video"]), "--no-detect", "--fps", "10",
@@ -93,22 +110,25 @@ def test_watch_scores_frames_as_predict_does(trained, media):
 
 @pytest.mark.slow
 def test_frames_are_dropped_when_scoring_cannot_keep_up_never_queued(trained, tmp_path):
-    """400 frames at 200 fps (2 s) with a whole-frame face search on every frame (tens of ms each):
-    most frames are dropped, and watch ends with the stream instead of working through a backlog
-    (a queue would take 400 x the per-frame time, over 10 s)."""
+    """400 frames at 200 fps (2 s), and a whole-frame face search in the scoring loop on every frame
+    (tens of ms each): most frames are dropped, and watch ends with the stream instead of working
+    through a backlog (a queue would take 400 x the per-frame time, over 10 s)."""
     video = write_video(tmp_path / "fast.avi", 400, 200)
-    code, lines, err, seconds = watch(trained, str(video), "--detect-every", "1", "--interval", "0.5")
-    summary = lines[-1]
-    assert code == 0, err
+    scorer = inference.Scorer.load(trained / "models/model.keras")
+    options = watch.Options(threshold=0.5, finder=faces.FaceTracker(every=1), margin=faces.DEFAULT_MARGIN,
+                            interval=0.5, format="json")
+    out, started = io.StringIO(), time.perf_counter()
+    summary = watch.watch(str(video), scorer, options, out)
+    seconds = time.perf_counter() - started
     assert summary["read"] == 400 and summary["scored"] + summary["dropped"] == 400
     assert summary["dropped"] > 200 and summary["scored"] >= 2
     assert seconds < 10
-    assert lines[-2]["time"] >= 1.0  # verdicts kept coming from the newest frames
+    assert json.loads(out.getvalue().splitlines()[-2])["time"] >= 1.0  # verdicts came from the newest frames
 
 
 @pytest.mark.slow
 def test_seconds_stops_and_bad_sources_get_one_line(trained, media, tmp_path):
-    code, lines, _, _ = watch(trained, str(media["video"]), "--seconds", "1", "--no-detect")
+    code, lines, _, _ = run_watch(trained, str(media["video"]), "--seconds", "1", "--no-detect")
     assert code == 0 and lines[-1]["scored"] <= 11 and lines[-1]["read"] >= lines[-1]["scored"]
 
     for source, words in ((tmp_path / "missing.mp4", "no such video file"),
