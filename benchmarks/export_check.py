@@ -38,39 +38,6 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def runner(fmt: str, path: Path):
-    """A function float32 images → P(fake), with the export loaded once (as a server holds it)."""
-    import warnings
-
-    if fmt == "savedmodel":
-        import tensorflow as tf
-
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda x: serve(image=tf.constant(x))["p_fake"].numpy()
-    if fmt == "tflite":
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
-        given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        shape = [None]
-
-        def run(x):
-            if shape[0] != x.shape:
-                interpreter.resize_tensor_input(given["index"], list(x.shape))
-                interpreter.allocate_tensors()
-                shape[0] = x.shape
-            interpreter.set_tensor(given["index"], x)
-            interpreter.invoke()
-            return interpreter.get_tensor(taken["index"]).reshape(-1)
-        return run
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(["p_fake"], {"image": x})[0]
-
-
 def speed(run, images: np.ndarray) -> dict:
     one, batch = images[:1], images[:64]
     run(one), run(batch)  # warm-up (and, for TFLite, the allocation for each shape)
@@ -100,7 +67,7 @@ def main() -> None:
         report = export.export(scorer, fmt, output, images)
         result[fmt] = {"export_seconds": round(time.perf_counter() - started, 1),
                        "size_mib": round(report["size_bytes"] / 2**20, 2), **report["check"],
-                       **speed(runner(fmt, output), floats)}
+                       **speed(export.runtime(fmt, output), floats)}
         print(f"{fmt}: {result[fmt]}", file=sys.stderr)
     result["keras_file_size_mib"] = round(args.model.stat().st_size / 2**20, 2)
     result["load_average_after"] = round(os.getloadavg()[0], 2)

@@ -99,28 +99,35 @@ def _onnx(scorer: Scorer, path: Path) -> None:
 WRITERS = {"savedmodel": _savedmodel, "tflite": _tflite, "onnx": _onnx}
 
 
-def scores_of(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
-    """P(fake) of float32 ``images`` [n, s, s, 3] from the export at ``path``, through its own runtime."""
+def runtime(fmt: str, path: Path):
+    """The export at ``path`` loaded once by its own runtime, as a server would hold it: a function
+    float32 images [n, s, s, 3] → P(fake) [n] (float64), through the names ``image`` and ``p_fake``."""
     if fmt == "savedmodel":
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return serve(image=tf.constant(images))["p_fake"].numpy().astype(float)
+        return lambda images: serve(image=tf.constant(images))["p_fake"].numpy().astype(float)
     if fmt == "tflite":
         import tensorflow as tf
 
         with warnings.catch_warnings():  # its deprecation notice: it still ships with, and serves, TF 2.21
             warnings.simplefilter("ignore")
             interpreter = tf.lite.Interpreter(model_path=str(path))
-        given = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(given["index"], list(images.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(given["index"], images)
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1).astype(float)
+        given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        shape: list = [None]
+
+        def run(images: np.ndarray) -> np.ndarray:
+            if shape[0] != images.shape:  # a new batch size: the interpreter's buffers are resized
+                interpreter.resize_tensor_input(given["index"], list(images.shape))
+                interpreter.allocate_tensors()
+                shape[0] = images.shape
+            interpreter.set_tensor(given["index"], images)
+            interpreter.invoke()
+            return interpreter.get_tensor(taken["index"]).reshape(-1).astype(float)
+        return run
     _, onnxruntime = require_onnx()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["p_fake"], {"image": images})[0].reshape(-1).astype(float)
+    return lambda images: session.run(["p_fake"], {"image": images})[0].reshape(-1).astype(float)
 
 
 def export(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray) -> dict:
@@ -163,7 +170,7 @@ def export(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray) -> 
 
 
 def _check(fmt: str, path: Path, images: np.ndarray, expected: np.ndarray, meta: dict) -> dict:
-    got = scores_of(fmt, path, images.astype(np.float32))
+    got = runtime(fmt, path)(images.astype(np.float32))
     difference = float(np.max(np.abs(got - expected)))
     check = {"images": len(images), "max_abs_difference": difference, "tolerance": TOLERANCE[fmt]}
     if meta["threshold"] is not None:

@@ -126,33 +126,43 @@ class LatestFrame:
 
 class Recorder:
     """The annotated stream as a video at the source's rate: each scored frame is held for as many
-    source frames as went by until the next one (the dropped ones), so it plays in real time."""
+    source frames as went by until the next one (the dropped ones), so it plays in real time. The
+    video is opened at the first frame, with its size (a stream may not say it before)."""
 
-    def __init__(self, writer: cv2.VideoWriter):
-        self._writer, self._last, self.written = writer, -1, 0
+    def __init__(self, path: Path, tmp: Path, fps: float):
+        self._path, self._tmp, self._fps = path, tmp, fps
+        self._writer: cv2.VideoWriter | None = None
+        self._last, self.written = -1, 0
 
     def write(self, bgr: np.ndarray, index: int) -> None:
+        if self._writer is None:
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self._fps,
+                                           (bgr.shape[1], bgr.shape[0]))
+            if not self._writer.isOpened():
+                raise UserError(f"{self._path}: OpenCV cannot write a video there; give a path ending in "
+                                ".mp4 in a writable folder")
         for _ in range(max(1, index - self._last)):
             self._writer.write(bgr)
             self.written += 1
         self._last = index
 
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
 
 @contextmanager
-def recording(path: Path | None, fps: float, size: tuple[int, int]):
+def recording(path: Path | None, fps: float):
     """A ``Recorder`` writing ``path`` atomically (mp4v), or None without a path."""
     if path is None:
         yield None
         return
     with atomic_path(path, suffix=path.suffix or ".mp4") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not writer.isOpened():
-            raise UserError(f"{path}: OpenCV cannot write a video there; give a path ending in .mp4 "
-                            "in a writable folder")
+        recorder = Recorder(path, tmp, fps)
         try:
-            yield Recorder(writer)
+            yield recorder
         finally:
-            writer.release()
+            recorder.close()
 
 
 class Verdict:
@@ -202,12 +212,11 @@ def watch(source: str, scorer: Scorer, options: Options, out: TextIO) -> dict:
     capture, is_file = open_source(source)
     scorer.score(np.zeros((1, scorer.image_size, scorer.image_size, 3), np.uint8))  # trace before frames come
     fps = native_fps(capture)
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     verdict = Verdict(options.window, options.threshold)
     printed_at, rate, ticks = -options.interval, 0.0, deque()  # ticks: wall times of recent scored frames
     started = time.perf_counter()
     interrupted = False
-    with recording(options.record, fps, size) as recorder, LatestFrame(capture, fps, pace=is_file) as reader:
+    with recording(options.record, fps) as recorder, LatestFrame(capture, fps, pace=is_file) as reader:
         try:
             while (frame := reader.get()) is not None:
                 index, seconds, bgr = frame
@@ -227,15 +236,16 @@ def watch(source: str, scorer: Scorer, options: Options, out: TextIO) -> dict:
                     recorder.write(bgr, index)
                 if seconds - printed_at >= options.interval:
                     printed_at = seconds
-                    _emit(out, options, {"time": round(seconds, 2), "p_fake": round(verdict.p_fake, 4),
+                    _emit(out, options, {"time": round(seconds, 2), "frame": index,
+                                         "frame_p_fake": float(scores.max()), "p_fake": round(verdict.p_fake, 4),
                                          "label": verdict.label(verdict.p_fake), "frames": len(verdict.recent),
                                          "faces": sum(c.face for c in found), "fps": round(rate, 1),
                                          "read": reader.read, "scored": verdict.frames,
                                          "dropped": reader.dropped})
         except KeyboardInterrupt:  # the usual way to stop a camera: finish the recording, summarise
             interrupted = True
-    if not verdict.frames:
-        raise UserError(f"{source}: no frame could be read")
+        if not verdict.frames:  # inside the block: an empty recording is not kept
+            raise UserError(f"{source}: no frame could be read")
     wall = time.perf_counter() - started
     mean = verdict.total / verdict.frames
     summary = {"summary": True, "source": source, "seconds": round(wall, 2), "read": reader.read,
