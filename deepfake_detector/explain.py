@@ -64,7 +64,12 @@ def split_model(model):
             feature_map, x = backbone(x)
         else:
             x = layer(x)
-    return keras.Model(inputs, [feature_map, x]), head, f"{nested[-1].name}/{inner.name}"
+    split = keras.Model(inputs, [feature_map, x])
+    probe = np.random.default_rng(0).uniform(0, 255, (1, *model.input_shape[1:])).astype("float32")
+    if not np.allclose(head(split(probe)[1]), model(probe), atol=1e-5):  # the top level was no chain
+        raise UserError(f"{model.name}: its layers around the nested backbone are not a simple chain, so "
+                        "--explain (Grad-CAM) cannot split it; run predict without --explain")
+    return split, head, f"{nested[-1].name}/{inner.name}"
 
 
 class GradCam:

@@ -95,3 +95,9 @@ def test_onnx_without_its_packages_says_how_to_install_them_in_one_line(tmp_path
                           env=project_env(), timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "needs tf2onnx and onnxruntime" in done.stderr and "pip install tf2onnx==" in done.stderr
+
+
+def test_watch_and_export_have_help(tmp_path):
+    for command in ("watch", "export"):
+        code, out, _ = run_cli(tmp_path, command, "--help")
+        assert code == 0 and f"usage: deepfake-detector {command}" in out
