@@ -34,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import emit  # noqa: E402
+from benchmarks.predict_speed import median_seconds  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -74,12 +75,7 @@ def write_video(path: Path, pictures, seconds: float, fps: float) -> None:
 
 
 def median_ms(fn, repeats: int = 30) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return round(statistics.median(times) * 1e3, 2)
+    return round(median_seconds(fn, repeats) * 1e3, 2)
 
 
 def main() -> None:
