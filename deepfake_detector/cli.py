@@ -1,4 +1,5 @@
-"""The ``deepfake-detector`` command: ``deepfake-detector predict PATH...`` (``--help`` on each)."""
+"""The ``deepfake-detector`` command: ``predict PATH...``, ``watch SOURCE``, ``export --format F``
+(``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -75,8 +76,70 @@ def parser() -> argparse.ArgumentParser:
                          help="images per model call (default: %(default)s)")
     predict.add_argument("--max-pixels", type=_positive(int), default=MAX_PIXELS,
                          help="larger images and video frames are refused unread (default: %(default)s)")
+    predict.add_argument("--explain", type=Path, metavar="DIR",
+                         help="also write a Grad-CAM heatmap over each scored crop to DIR as a PNG "
+                              "(where the model found evidence for the crop's label), listed in "
+                              "DIR/explain.csv")
     predict.set_defaults(run=run_predict)
+    _watch_parser(commands)
+    _export_parser(commands)
     return top
+
+
+def _watch_parser(commands) -> None:
+    from .faces import DEFAULT_MARGIN
+
+    watch = commands.add_parser(
+        "watch", help="score the faces in a live video stream as frames arrive",
+        description="Score the faces of a camera, video file or stream as its frames arrive, and print "
+                    "a rolling verdict. Frames that arrive while one is being scored are dropped, never "
+                    "queued; a video file is read at its own frame rate, as a camera delivers frames. "
+                    "Ctrl-C stops (the recording is kept).")
+    watch.add_argument("source", metavar="SOURCE",
+                       help="camera index (0), video file, or stream URL (rtsp://..., http://...)")
+    watch.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
+    watch.add_argument("--threshold", type=_probability,
+                       help="decision threshold on P(fake); default: the one evaluate chose for this model file")
+    watch.add_argument("--window", type=_positive(float), default=2.0,
+                       help="seconds of stream the rolling verdict averages over (default: %(default)s)")
+    watch.add_argument("--interval", type=_positive(float), default=1.0,
+                       help="seconds of stream between printed verdicts (default: %(default)s)")
+    watch.add_argument("--seconds", type=_positive(float), help="stop after this many seconds of stream")
+    watch.add_argument("--show-fps", action="store_true", help="print the scored frames per second achieved")
+    watch.add_argument("--record", type=Path, metavar="OUT.mp4",
+                       help="write the annotated stream here (mp4, at the source's frame rate; atomically)")
+    watch.add_argument("--format", choices=("text", "json"), default="text",
+                       help="verdict lines as text, or as JSON objects, one per line (default: %(default)s)")
+    watch.add_argument("--no-detect", action="store_true",
+                       help="the frames are already face crops: score each whole frame")
+    watch.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
+                       help="face box side added on each side of a face (default: %(default)s)")
+    watch.add_argument("--detect-every", type=_positive(int), default=5,
+                       help="search the whole frame for faces (on a second thread) at most every N frames; "
+                            "on every frame, the faces known are followed (default: %(default)s)")
+    watch.set_defaults(run=run_watch)
+
+
+def _export_parser(commands) -> None:
+    from .export import FORMATS
+
+    export = commands.add_parser(
+        "export", help="write the model as a SavedModel (TF Serving), TFLite (float16) or ONNX file",
+        description="Export the trained model for another runtime, load it back with that runtime and "
+                    "check its scores against the Keras model's on --check-count images (the first "
+                    "Validation records, or --check-images): the export is written only if they match "
+                    "within the format's tolerance. Input 'image': float32 [n, size, size, 3], RGB in "
+                    "[0, 255]; output 'p_fake': float32 [n].")
+    export.add_argument("--format", choices=FORMATS, required=True, help="what to write")
+    export.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
+    export.add_argument("--output", type=Path, metavar="PATH",
+                        help="where to write (default: the model's path with .savedmodel, .tflite or .onnx)")
+    export.add_argument("--check-images", type=Path, nargs="+", metavar="PATH",
+                        help="images or folders to check the export on (default: the first Validation "
+                             f"records in {paths.PROCESSED})")
+    export.add_argument("--check-count", type=_positive(int), default=100,
+                        help="images the check scores (default: %(default)s)")
+    export.set_defaults(run=run_export)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -84,11 +147,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
     fmt = args.format or (suffix if suffix in FORMATS else "table")
-    scorer = inference.Scorer.load(args.model)
-    threshold = args.threshold if args.threshold is not None else inference.read_threshold(scorer)
+    scorer, threshold = _load(args)
     options = predict.Options(threshold=threshold, finder=None if args.no_detect else faces.FaceFinder(),
                               margin=args.margin, fps=args.fps, top_k=args.top_k,
                               max_pixels=args.max_pixels, batch_size=args.batch_size)
+    if args.explain:
+        from .explain import Writer
+
+        options.explain = Writer(scorer, args.explain, threshold, args.batch_size)
     rows = predict.predict(args.paths, scorer, options)
     header = {"model": str(args.model), "model_sha256": scorer.sha256, "threshold": threshold,
               "threshold_from": "--threshold" if args.threshold is not None else str(
@@ -102,7 +168,50 @@ def run_predict(args: argparse.Namespace) -> int:
     files = {row["file"] for row in rows}
     scored = sum(row["kind"] == "file" for row in rows)
     print(f"{scored} of {len(files)} files scored, {len(files) - scored} with errors", file=sys.stderr)
+    if args.explain:
+        print(f"{len(options.explain.rows)} heatmaps in {args.explain}, listed in "
+              f"{args.explain / 'explain.csv'}", file=sys.stderr)
     return 0 if scored else 2
+
+
+def _load(args: argparse.Namespace):
+    """(the scorer of --model, the threshold: --threshold, else the one evaluate chose for it)."""
+    from . import inference
+
+    scorer = inference.Scorer.load(args.model)
+    return scorer, args.threshold if args.threshold is not None else inference.read_threshold(scorer)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from . import faces, watch
+
+    scorer, threshold = _load(args)
+    finder = None if args.no_detect else faces.FaceTracker(every=args.detect_every, background=True)
+    options = watch.Options(threshold=threshold, finder=finder, margin=args.margin, window=args.window,
+                            interval=args.interval, seconds=args.seconds, record=args.record,
+                            show_fps=args.show_fps, format=args.format)
+    try:
+        watch.watch(args.source, scorer, options, sys.stdout)
+    finally:
+        if finder is not None:
+            finder.close()
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from . import export, inference
+
+    output = args.output or export.default_output(args.model, args.format)
+    if args.format == "onnx":
+        export.require_onnx()  # a missing package fails before the model loads
+    scorer = inference.Scorer.load(args.model)
+    images, source = export.check_images(scorer, args.check_images, args.check_count, paths.PROCESSED)
+    report = export.export(scorer, args.format, output, images)
+    check = report["check"]
+    print(f"wrote {output} ({args.format}, {report['size_bytes'] / 2**20:.1f} MiB); on {source} its P(fake) "
+          f"differs from the Keras model's by at most {check['max_abs_difference']:.2g} "
+          f"(tolerance {check['tolerance']:g})", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,7 @@ class Options:
     top_k: int = 5
     max_pixels: int = MAX_PIXELS
     batch_size: int = 64
+    explain: object | None = None  # explain.Writer: a Grad-CAM PNG per scored crop (--explain)
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -235,8 +236,12 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
                              box=list(crop.box), face=crop.face, p_fake=float(score),
                              label=_label(float(score), options.threshold),
                              note="" if crop.face else "whole image (centre square)"))
+        if options.explain is not None:
+            options.explain.add(unit.file, unit.frame, unit.crops, unit.scores)
         current.append(unit)
     close_file()
+    if options.explain is not None:
+        options.explain.close()
     bar.close()
     return rows
 

@@ -4,11 +4,9 @@ format parsed back, the threshold that travels with the model, and predict == ev
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -18,63 +16,22 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib import cbook
 
-from badimages import BAD_IMAGES, photo
-from projectcopy import dvc, make_project, project_env
+from badimages import BAD_IMAGES
+from projectcopy import dvc, project_env
+from trained import FACE_CENTRE, FACE_IMAGE, run_cli
 
-from deepfake_detector import cli, inference, paths
+from deepfake_detector import inference, paths
 from deepfake_detector.files import read_json, sha256_file
 from deepfake_detector.predict import ROW_FIELDS
 
 pytestmark = pytest.mark.slow
 COMMAND = str(Path(sys.executable).parent / "deepfake-detector")  # the installed console script
-FACE_IMAGE = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # a real portrait
-FACE_CENTRE = (265, 215)  # (x, y) of her face's centre in that 512x600 image
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A project whose tiny model was trained and evaluated by the real pipeline. compact_cnn: after
-    two tiny epochs it already scores every image differently (MobileNetV3's batch-norm statistics
-    have not settled yet, and it scores them all alike), so the parity test below can fail."""
-    project = make_project(tmp_path_factory.mktemp("predict") / "project", {"train.model": "compact_cnn"})
-    dvc("repro", cwd=project)
-    return project
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> dict[str, Path]:
-    """A portrait, a picture with no face, and a 3 s 640x360 video (10 fps) of the portrait moving."""
-    folder = tmp_path_factory.mktemp("media")
-    no_face = folder / "no_face.png"
-    cv2.imwrite(str(no_face), cv2.cvtColor(photo(3, 320, 200), cv2.COLOR_RGB2BGR))
-    portrait = cv2.imread(str(FACE_IMAGE))
-    small = cv2.resize(portrait, (256, 300), interpolation=cv2.INTER_AREA)
-    video = folder / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
-    background = cv2.cvtColor(photo(4, 640, 360), cv2.COLOR_RGB2BGR)
-    for i in range(30):
-        frame = background.copy()
-        x = 20 + i * 10
-        frame[30:330, x:x + 256] = small
-        writer.write(frame)
-    writer.release()
-    return {"face": FACE_IMAGE, "no_face": no_face, "video": video}
 
 
 def predict(project: Path, *args: str) -> tuple[int, str, str]:
-    """`deepfake-detector predict ...` run in ``project`` by this process (TensorFlow loads once):
-    (exit status, stdout, stderr)."""
-    out, err, cwd = io.StringIO(), io.StringIO(), Path.cwd()
-    os.chdir(project)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                pytest.raises(SystemExit) as exited:
-            cli.main(["predict", *args])
-    finally:
-        os.chdir(cwd)
-    return exited.value.code, out.getvalue(), err.getvalue()
+    """`deepfake-detector predict ...` run in ``project`` in-process: (exit status, stdout, stderr)."""
+    return run_cli(project, "predict", *args)
 
 
 def rows_of(output: str) -> list[dict]:

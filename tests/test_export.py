@@ -1,0 +1,103 @@
+"""`deepfake-detector export`: each format written, loaded back by its own runtime (as a user's
+server or phone would load it) under the documented input and output names, and scoring as the
+Keras model does within the stated tolerance, also on images the export's own check never saw."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from projectcopy import project_env
+from trained import run_cli
+
+from deepfake_detector import export, inference
+from deepfake_detector.files import read_json
+
+def documented_names(fmt: str, path) -> tuple[list[str], list[str]]:
+    """(input names, output names) of the export, as its runtime reports them."""
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return list(serve.structured_input_signature[1]), list(serve.structured_outputs)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    return ([d["name"].split("_", 2)[-1].split(":")[0] for d in interpreter.get_input_details()],
+            list(interpreter.get_signature_runner().get_output_details()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, media, tmp_path, fmt):
+    output = tmp_path / f"model.{fmt}"
+    code, _, err = run_cli(trained, "export", "--format", fmt, "--output", str(output), "--check-count", "24")
+    assert code == 0, err
+    assert f"wrote {output}" in err and "24 Validation records" in err
+    report = read_json(output / "assets.extra" / export.META_FILE if fmt == "savedmodel" else f"{output}.json")
+    assert report["check"]["images"] == 24 and report["check"]["tolerance"] == export.TOLERANCE[fmt]
+    assert report["check"]["max_abs_difference"] <= export.TOLERANCE[fmt]
+    scorer = inference.Scorer.load(trained / "models/model.keras")
+    assert report["image_size"] == scorer.image_size and report["class_names"] == ["Real", "Fake"]
+    assert report["threshold"] == read_json(trained / "models/model.keras.threshold.json")["threshold"]
+
+    # images the check never saw: a face crop and its variations, scored by the runtime directly
+    images = np.stack([inference.crops(inference.decode(media["face"].read_bytes()), None, 0.0,
+                                       scorer.image_size)[0].pixels] * 4)
+    images[1:] = np.random.default_rng(0).integers(0, 256, images[1:].shape, dtype=np.uint8)
+    keras_scores = scorer.score(images)
+    assert np.ptp(keras_scores) > 1e-4  # different images, different scores: the match means something
+    got = export.runtime(fmt, output)(images.astype(np.float32))
+    np.testing.assert_allclose(got, keras_scores, rtol=0, atol=export.TOLERANCE[fmt])
+    assert documented_names(fmt, output) == (["image"], ["p_fake"])
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+@pytest.mark.slow
+def test_an_export_over_its_tolerance_is_refused_and_not_written(trained, tmp_path, monkeypatch):
+    monkeypatch.setitem(export.TOLERANCE, "tflite", 0.0)  # float16 weights move scores a little
+    output = tmp_path / "model.tflite"
+    code, _, err = run_cli(trained, "export", "--format", "tflite", "--output", str(output), "--check-count", "8")
+    assert code == 2 and err.count("\n") == 1 and "nothing was written" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_check_images_from_a_folder_and_a_folder_without_any(trained, media, tmp_path):
+    output = tmp_path / "out" / "model.onnx"
+    code, _, err = run_cli(trained, "export", "--format", "onnx", "--output", str(output), "--check-images",
+                           str(media["face"]), str(media["no_face"]))
+    assert code == 0 and "2 images from" in err and read_json(f"{output}.json")["check"]["images"] == 2
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
+    code, _, err = run_cli(trained, "export", "--format", "onnx", "--output", str(output), "--check-images",
+                           str(tmp_path / "empty"))
+    assert code == 2 and err.count("\n") == 1 and "no readable image" in err
+
+
+def test_onnx_without_its_packages_says_how_to_install_them_in_one_line(tmp_path):
+    """tf2onnx serves here; where it doesn't install, the command must say so (simulated by hiding
+    the package from the import system in a fresh process)."""
+    code = ("import sys; sys.modules['tf2onnx'] = None\n"
+            "from deepfake_detector import cli; cli.main(['export', '--format', 'onnx'])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env=project_env(), timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "needs tf2onnx and onnxruntime" in done.stderr and "pip install tf2onnx==" in done.stderr
+
+
+def test_watch_and_export_have_help(tmp_path):
+    for command in ("watch", "export"):
+        code, out, _ = run_cli(tmp_path, command, "--help")
+        assert code == 0 and f"usage: deepfake-detector {command}" in out

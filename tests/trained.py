@@ -1,0 +1,70 @@
+"""What the tests of the `deepfake-detector` commands share: a project whose tiny model the real
+pipeline trained and evaluated, real media (a portrait, a faceless picture, a video written by
+OpenCV), and the command run in-process. ``conftest.py`` makes the fixtures available."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import cv2
+import pytest
+from matplotlib import cbook
+
+from badimages import photo
+from projectcopy import dvc, make_project
+
+FACE_IMAGE = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # a real portrait
+FACE_CENTRE = (265, 215)  # (x, y) of her face's centre in that 512x600 image
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A project whose tiny model was trained and evaluated by the real pipeline. compact_cnn: after
+    two tiny epochs it already scores every image differently (MobileNetV3's batch-norm statistics
+    have not settled yet, and it scores them all alike), so the parity tests can fail."""
+    project = make_project(tmp_path_factory.mktemp("trained") / "project", {"train.model": "compact_cnn"})
+    dvc("repro", cwd=project)
+    return project
+
+
+def write_video(path: Path, frames: int, fps: float, codec: str = "MJPG") -> Path:
+    """``frames`` 640x360 frames at ``fps`` of the portrait moving right (10 px a frame, wrapping
+    after 36) over a photo-like background."""
+    portrait = cv2.resize(cv2.imread(str(FACE_IMAGE)), (256, 300), interpolation=cv2.INTER_AREA)
+    background = cv2.cvtColor(photo(4, 640, 360), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (640, 360))
+    for i in range(frames):
+        frame = background.copy()
+        x = 20 + (i * 10) % 360
+        frame[30:330, x:x + 256] = portrait
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """A portrait, a picture with no face, and a 3 s 640x360 video (10 fps) of the portrait moving."""
+    folder = tmp_path_factory.mktemp("media")
+    no_face = folder / "no_face.png"
+    cv2.imwrite(str(no_face), cv2.cvtColor(photo(3, 320, 200), cv2.COLOR_RGB2BGR))
+    return {"face": FACE_IMAGE, "no_face": no_face, "video": write_video(folder / "clip.avi", 30, 10)}
+
+
+def run_cli(project: Path, *args: str) -> tuple[int, str, str]:
+    """`deepfake-detector ARGS...` run in ``project`` by this process (TensorFlow loads once):
+    (exit status, stdout, stderr)."""
+    from deepfake_detector import cli
+
+    out, err, cwd = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(project)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                pytest.raises(SystemExit) as exited:
+            cli.main(list(args))
+    finally:
+        os.chdir(cwd)
+    return exited.value.code, out.getvalue(), err.getvalue()
