@@ -11,7 +11,7 @@ UV_VERSION ?= 0.13.9
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
-.PHONY: install repro test test-fast bench clean
+.PHONY: install repro test test-fast bench clean check-pipeline report
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,15 @@ test-fast: install
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# CI's pipeline validation: the committed dvc.lock is not stale (no stage would rerun), then `dvc dag`.
+check-pipeline: install
+	bash .ci/check-pipeline
+
+# report.md + report/ (images): metrics and params diff against REPORT_BASE, ROC, confusion, curves.
+REPORT_BASE ?= main
+report: install
+	$(BIN)/python -m deepfake_detector.report --base $(REPORT_BASE) --output report.md
 
 clean:
 	rm -rf data/raw data/processed data/eval models/*.keras .pytest_cache

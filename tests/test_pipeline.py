@@ -116,3 +116,37 @@ def test_metrics_diff_between_branches_in_a_fresh_clone(variant, tmp_path):
     params_diff = json.loads(dvc("params", "diff", "main", "--json", cwd=clone).stdout)["params.yaml"]
     assert params_diff["train.learning_rate"]["new"] == 0.0005
     assert (params_diff["train.augment.flip"]["old"], params_diff["train.augment.flip"]["new"]) == (True, False)
+
+
+def check_pipeline(project: Path):
+    """CI's stale-lock check and `dvc dag` (.ci/check-pipeline), run in ``project``."""
+    return run(["bash", ".ci/check-pipeline"], cwd=project, check=False)
+
+
+def test_stale_lock_check_fails_on_unrun_code_or_params_and_passes_after_a_rerun(variant, tmp_path):
+    project, _, _ = variant
+    ok = check_pipeline(project)
+    assert ok.returncode == 0, ok.stderr
+    assert "up to date" in ok.stdout and "evaluate" in ok.stdout and "preprocess" in ok.stdout  # the dag
+
+    script = project / "stages" / "train.py"
+    original = script.read_text()
+    script.write_text(original + "\n# an edit without a rerun\n")
+    stale = check_pipeline(project)
+    script.write_text(original)
+    assert stale.returncode == 1
+    assert "stale: stage(s) train would rerun" in stale.stderr and "dvc repro" in stale.stderr
+
+    set_params(project, {"evaluate.max_curve_points": 50})
+    stale = check_pipeline(project)
+    assert stale.returncode == 1 and "stage(s) evaluate would rerun" in stale.stderr
+    assert ran_stages(dvc("repro", cwd=project).stdout) == {"evaluate"}
+    assert check_pipeline(project).returncode == 0
+    run(["git", "commit", "-qam", "fewer curve points"], cwd=project)
+
+    clone = tmp_path / "clone"  # no data, no cache: missing outputs are no reason to rerun
+    run(["git", "clone", "-q", "-b", "variant", str(project), str(clone)], cwd=tmp_path)
+    fresh = check_pipeline(clone)
+    assert fresh.returncode == 0, fresh.stderr
+    set_params(clone, {"train.epochs": 3})
+    assert "stage(s) train would rerun" in check_pipeline(clone).stderr
