@@ -58,8 +58,38 @@ def summarize(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
         "accuracy_at_0_5": float(skm.accuracy_score(labels, (scores >= 0.5).astype(int))),
         "n_real": int((labels == 0).sum()),
         "n_fake": int((labels == 1).sum()),
+        "ece": expected_calibration_error(labels, scores),
         "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }
+
+
+CALIBRATION_BINS = 10
+
+
+def _calibration(labels, scores, bins: int):
+    """(fraction fake, mean P(fake), images) per non-empty bin of equal width: sklearn's
+    calibration_curve, plus the bin counts it leaves out (with its own binning)."""
+    from sklearn.calibration import calibration_curve
+
+    scores = np.asarray(scores, dtype=float)
+    fraction, mean_score = calibration_curve(labels, scores, n_bins=bins, strategy="uniform")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], scores), minlength=bins)
+    return fraction, mean_score, counts[counts > 0]
+
+
+def expected_calibration_error(labels, scores, bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the image-weighted mean gap between P(fake) and the fraction of fakes, over equal-width
+    score bins. 0 = a score of 0.8 means 80% fakes; a detector can rank well and still be far off."""
+    fraction, mean_score, counts = _calibration(labels, scores, bins)
+    return float(np.sum(counts / counts.sum() * np.abs(fraction - mean_score)))
+
+
+def reliability_points(labels, scores, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """The reliability diagram: per non-empty bin, mean P(fake), fraction of fakes, images."""
+    fraction, mean_score, counts = _calibration(labels, scores, bins)
+    return [{"mean_score": round(float(m), 6), "fraction_fake": round(float(f), 6), "images": int(n)}
+            for f, m, n in zip(fraction, mean_score, counts)]
 
 
 def _thin(rows: list[dict], max_points: int) -> list[dict]:
@@ -121,5 +151,29 @@ def save_pngs(curves: dict, confusion: dict, threshold: float, folder) -> None:
            xlabel="predicted", ylabel="actual", title=f"Test, threshold {threshold:.3f}")
     fig.tight_layout()
     with atomic_path(folder / "confusion_test.png", suffix=".png") as tmp:
+        fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+
+
+def save_reliability_png(curves: dict, folder) -> None:
+    """The reliability diagram of each split (``curves``: split -> (labels, scores)) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    for split, (labels, scores) in curves.items():
+        points = reliability_points(labels, scores)
+        ax.plot([p["mean_score"] for p in points], [p["fraction_fake"] for p in points], marker="o",
+                label=f"{split} (ECE {expected_calibration_error(labels, scores):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="mean P(fake) in the bin", ylabel="fraction of fakes in the bin", xlim=(0, 1),
+           ylim=(0, 1), title="Reliability (perfect calibration: the diagonal)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    with atomic_path(folder / "reliability.png", suffix=".png") as tmp:
         fig.savefig(tmp, metadata={"Software": None})
     plt.close(fig)

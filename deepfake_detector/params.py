@@ -16,6 +16,7 @@ Every number has an upper bound too: a huge count fails here, not as an ``Overfl
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +32,7 @@ SEED = (0, 2**32 - 1)  # NumPy's legacy seeding (keras.utils.set_random_seed) ta
 class Spec:
     """How one key is checked: ``kind`` names the type, the rest narrows it."""
 
-    kind: str  # int | float | bool | str | choice | path | float_range | int_range
+    kind: str  # int | float | bool | str | choice | path | float_range | int_range | path_map
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
@@ -43,7 +44,7 @@ class Spec:
         if self.kind in ("float_range", "int_range"):
             base = "a pair [low, high] of " + ("integers" if self.kind == "int_range" else "numbers")
         else:
-            base = {"int": "an integer", "float": "a number", "bool": "true or false",
+            base = {"path_map": "a mapping of names (letters, digits, _ and -) to paths", "int": "an integer", "float": "a number", "bool": "true or false",
                     "str": "a string", "path": "a path"}[self.kind]
         if self.low is not None and self.high is not None:
             base += f" in [{self.low}, {self.high}]"
@@ -132,6 +133,8 @@ SCHEMA: dict[str, dict] = {
     "evaluate": {
         "batch_size": Int(1, 4096),
         "max_curve_points": Int(10, 10**6),
+        "extra_sets": Spec("path_map"),  # name -> a labelled zip or folder, scored whole
+        "gallery_size": Int(1, 64),  # images per class in the mistakes gallery and the sample grid
     },
 }
 
@@ -170,6 +173,14 @@ def _check(key: str, value: Any, spec: Spec) -> Any:
         if value not in spec.choices:
             fail()
         return value
+    elif spec.kind == "path_map":
+        if not isinstance(value, dict):
+            fail()
+        for name, path in value.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                fail(f" (name {_short(name)})")
+            _check(f"{key}.{name}", path, Spec("path"))
+        return dict(value)
     elif spec.kind in ("float_range", "int_range"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             fail()

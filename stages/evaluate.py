@@ -6,6 +6,8 @@ renderings in metrics/plots/. Per-image scores go to data/eval/predictions.csv f
 Images are scored through deepfake_detector.inference, as predict scores them, and the threshold is
 written beside the model with the model file's sha256 (models/model.keras.threshold.json), so
 predict uses it only with the model it was chosen for.
+Beyond one number: Test under corruptions (robustness.*), other labelled sets (extra.*), calibration
+(ece, the reliability diagram), and pictures (confident mistakes, sample images per split).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector import CLASS_NAMES, entrypoint
+from deepfake_detector import SPLITS as ALL_SPLITS
 from deepfake_detector.files import atomic_path, write_json
 from deepfake_detector.params import load_section
 from deepfake_detector.paths import EVAL_METRICS, MANIFEST, MODEL, PLOTS, PREDICTIONS, PROCESSED
@@ -39,8 +42,36 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def check(params) -> None:
+    from deepfake_detector import extrasets
+
+    extrasets.check_paths(params.extra_sets)
+
+
+def beyond_one_number(scorer, catalog: dict, scored: dict, threshold: float, params, report: dict) -> None:
+    """Robustness, extra sets, calibration and pictures: keys added to ``report``, files to PLOTS."""
+    from deepfake_detector import evaluation, extrasets, gallery, records, robustness
+
+    test_files = records.split_files(PROCESSED, catalog, "test")
+    report["robustness"] = {}
+    for name, frame in robustness.score_corrupted(scorer, test_files, params.batch_size).items():
+        summary = evaluation.summarize(frame["label"].to_numpy(), frame["score"].to_numpy(), threshold)
+        report["robustness"][name] = {k: summary[k] for k in ("roc_auc", "accuracy")}
+    report["extra"] = {}
+    for name, path in params.extra_sets.items():
+        frame, details = extrasets.score_set(scorer, path, params.batch_size)
+        report["extra"][name] = extrasets.summarize(frame, threshold, details["skipped"])
+    curves = {s: (f["label"].to_numpy(), f["score"].to_numpy()) for s, f in scored.items()}
+    for split, (labels, scores) in curves.items():
+        write_csv(pd.DataFrame(evaluation.reliability_points(labels, scores)), PLOTS / f"reliability_{split}.csv")
+    evaluation.save_reliability_png(curves, PLOTS)
+    gallery.save_mistakes(test_files, scored["test"], threshold, params.gallery_size, PLOTS / "mistakes_test.jpg")
+    gallery.save_samples({s: records.split_files(PROCESSED, catalog, s) for s in ALL_SPLITS},
+                         params.gallery_size, PLOTS / "samples.jpg")
+
+
 def main() -> None:
-    params = load_section("evaluate")
+    params = load_section("evaluate", extra_checks=check)
     from deepfake_detector import evaluation, inference, records
 
     scorer = inference.Scorer.load(MODEL)
@@ -60,6 +91,7 @@ def main() -> None:
               PLOTS / "confusion_test.csv")
     evaluation.save_pngs({s: (f["label"].to_numpy(), f["score"].to_numpy()) for s, f in scored.items()},
                          report["test"]["confusion"], threshold, PLOTS)
+    beyond_one_number(scorer, catalog, scored, threshold, params, report)
     write_json(EVAL_METRICS, report)
     validation = {k: report["validation"][k] for k in ("roc_auc", "balanced_accuracy", "n_real", "n_fake")}
     inference.write_threshold(scorer, threshold, {"model": str(MODEL), "rule": report["threshold_rule"],
@@ -70,7 +102,8 @@ def main() -> None:
     predictions["predicted"] = np.where(predictions["score"] >= threshold, CLASS_NAMES[1], CLASS_NAMES[0])
     write_csv(predictions[["path", "split", "label", "score", "predicted"]], PREDICTIONS)
     log.info("evaluate: threshold %.4f, test %s", threshold,
-             {k: report["test"][k] for k in ("roc_auc", "accuracy", "balanced_accuracy", "eer")})
+             {k: report["test"][k] for k in ("roc_auc", "accuracy", "balanced_accuracy", "eer", "ece")})
+    log.info("evaluate: robustness %s, extra sets %s", report["robustness"], report["extra"])
 
 
 if __name__ == "__main__":

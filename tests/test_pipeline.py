@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from deepfake_detector import paths
+from extraset import other_layout_zip
 from projectcopy import dvc, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -30,7 +32,9 @@ def skipped_stages(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> tuple[Path, str]:
     """A project copy after `dvc repro`, committed on main (the run every test here shares)."""
-    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    folder = tmp_path_factory.mktemp("pipeline")
+    other, _ = other_layout_zip(folder / "other.zip")
+    project = make_project(folder / "project", {"evaluate.extra_sets": {"other": str(other)}})
     result = dvc("repro", cwd=project)
     run(["git", "add", "-A"], cwd=project)
     run(["git", "commit", "-qm", "baseline run"], cwd=project)
@@ -93,6 +97,28 @@ def test_repro_runs_every_stage_and_writes_the_metric_files(pipeline):
     assert "ROC" in shown and "confusion" in shown.lower()
 
 
+def test_evaluate_reports_robustness_extra_sets_calibration_and_pictures(pipeline):
+    project, _ = pipeline
+    evaluation = load(project, paths.EVAL_METRICS)
+    assert set(evaluation["robustness"]) == {"jpeg_q50", "blur_sigma1", "downscale_x0.5", "noise_sigma5"}
+    for scores in evaluation["robustness"].values():
+        assert set(scores) == {"roc_auc", "accuracy"} and 0 <= scores["roc_auc"] <= 1
+    assert len({s["roc_auc"] for s in evaluation["robustness"].values()}) > 1  # really other images
+    other = evaluation["extra"]["other"]
+    assert (other["n_real"], other["n_fake"], other["skipped"]) == (14, 14, 1)  # tests/extraset.py
+    assert 0 <= other["roc_auc"] <= 1 and 0 <= other["balanced_accuracy"] <= 1
+    for split in ("validation", "test"):
+        assert 0 <= evaluation[split]["ece"] <= 1
+        reliability = pd.read_csv(project / paths.PLOTS / f"reliability_{split}.csv")
+        assert reliability["images"].sum() == 64
+    shown = dvc("plots", "show", "--json", cwd=project).stdout
+    for name in ("reliability.png", "mistakes_test.jpg", "samples.jpg", "roc.png", "confusion_test.png",
+                 "reliability_test.csv"):
+        assert name in shown, name
+    for file in (project / paths.PLOTS).iterdir():
+        assert file.stat().st_size < 200_000, file.name  # committed with git: plots stay small
+
+
 def test_second_repro_skips_and_train_params_rerun_only_train_and_evaluate(variant):
     _, again, changed = variant
     assert ran_stages(again) == set()
@@ -150,3 +176,55 @@ def test_stale_lock_check_fails_on_unrun_code_or_params_and_passes_after_a_rerun
     assert fresh.returncode == 0, fresh.stderr
     set_params(clone, {"train.epochs": 3})
     assert "stage(s) train would rerun" in check_pipeline(clone).stderr
+
+
+def test_make_report_compares_two_real_commits_with_different_params(variant):
+    """`make report` on the variant branch against main: both commits are real runs, with other
+    train params; the report has the diffs of both and every picture it links to."""
+    project, _, _ = variant
+    venv = Path(sys.executable).parent.parent
+    result = run(["make", "-o", "install", "report", f"VENV={venv}", "REPORT_BASE=main"], cwd=project)
+    assert "report.md" in result.stdout
+    report = (project / "report.md").read_text()
+    assert "against `main`" in report
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
+            for line in report.splitlines() if line.startswith("| params.yaml")}
+    assert rows["train.learning_rate"] == ["0.004", "0.0005"]
+    assert rows["train.augment.flip"] == ["True", "False"]
+    committed = {ref: json.loads(run(["git", "show", f"{ref}:{paths.EVAL_METRICS}"], cwd=project).stdout)
+                 for ref in ("main", "variant")}
+    loss = next(line for line in report.splitlines() if "| test.log_loss " in line)
+    assert f"{committed['main']['test']['log_loss']:.5g}"[:5] in loss
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    assert {Path(link).name for link in links} == {"roc.png", "confusion_test.png", "training_curves.png",
+                                                   "reliability.png", "mistakes_test.jpg"}
+    for link in links:
+        assert (project / link).stat().st_size > 1000, link
+    missing = run(["make", "-o", "install", "report", f"VENV={venv}", "REPORT_BASE=nosuch"], cwd=project,
+                  check=False)
+    assert missing.returncode != 0 and "git revision 'nosuch' not found" in missing.stderr
+
+
+def test_a_team_shares_data_models_and_run_cache_through_a_remote(variant, tmp_path):
+    """Push to a local-folder remote, clone fresh, pull: the clone is up to date and `dvc repro`
+    runs no data stage (local_input, which holds no data, rewrites its placeholder)."""
+    project, _, _ = variant
+    store = tmp_path / "store"
+    run(["git", "checkout", "-qb", "shared"], cwd=project)
+    dvc("remote", "add", "-d", "store", str(store), cwd=project)
+    run(["git", "commit", "-qam", "a DVC remote for the team"], cwd=project)
+    dvc("push", "--run-cache", cwd=project)
+    assert any(store.rglob("*")) and (store / "runs").is_dir()
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", "-b", "shared", str(project), str(clone)], cwd=tmp_path)
+    dvc("pull", cwd=clone)
+    for path in (paths.ARCHIVE, paths.PROCESSED / paths.CATALOG_FILE, paths.MODEL, paths.PREDICTIONS):
+        assert (clone / path).exists(), path
+    status = json.loads(dvc("status", "--json", cwd=clone).stdout)
+    assert set(status) <= {"local_input"}, status  # only its uncached placeholder is missing
+    again = dvc("repro", cwd=clone).stdout
+    assert ran_stages(again) <= {"local_input"}
+    assert skipped_stages(again) >= {"download", "preprocess", "train", "evaluate"}
+    assert json.loads(dvc("status", "--json", cwd=clone).stdout) == {}
+    assert check_pipeline(clone).returncode == 0

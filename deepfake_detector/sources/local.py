@@ -76,6 +76,15 @@ def _open_source(src: Path, limits: archive.Limits):
         yield "zip", list(refs), lambda name: archive.read(refs[name], limits, handle)
 
 
+def read_labelled(src: Path, limits: archive.Limits):
+    """Every image of a labelled zip or folder, in any layout ``detect`` knows, as (Member, bytes) in
+    name order, one at a time: a set scored whole, whatever its splits (evaluate.extra_sets)."""
+    with _open_source(Path(src), limits) as (_, names, read):
+        layout = detect(names, str(src))
+        for member in sorted(layout.members, key=lambda m: m.name):
+            yield member, read(member.name)
+
+
 PLACEHOLDER = "no local dataset: data.source is not local\n"
 
 
