@@ -222,7 +222,9 @@ def test_a_team_shares_data_models_and_run_cache_through_a_remote(variant, tmp_p
     for path in (paths.ARCHIVE, paths.PROCESSED / paths.CATALOG_FILE, paths.MODEL, paths.PREDICTIONS):
         assert (clone / path).exists(), path
     status = json.loads(dvc("status", "--json", cwd=clone).stdout)
-    assert set(status) <= {"local_input"}, status  # only its uncached placeholder is missing
+    placeholder = str(paths.LOCAL_INPUT)  # the only thing missing: uncached, it holds no data
+    assert status == {"local_input": [{"changed outs": {placeholder: "deleted"}}],
+                      "download": [{"changed deps": {placeholder: "deleted"}}]}, status
     again = dvc("repro", cwd=clone).stdout
     assert ran_stages(again) <= {"local_input"}
     assert skipped_stages(again) >= {"download", "preprocess", "train", "evaluate"}
