@@ -77,6 +77,16 @@ def emit(result: dict) -> None:
 # that is the figure to compare across machines.
 
 
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn`` (latencies; rates go through ``alternate``)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def cpu_seconds() -> float:
     """CPU time (user + system) of this process and every child it has had, live or finished."""
     own = time.process_time()
