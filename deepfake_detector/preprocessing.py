@@ -55,8 +55,8 @@ def _inspect_member(task: tuple[int, archive.MemberRef]):
     result = images.inspect(data, *_worker_args)
     if result.status == "ok":
         # A pass-through payload is the member itself: the main process reads it from the zip (CRC
-        # checked) rather than receive it. Sending every image back through the pool's pipe cost
-        # the main process ~90 µs of CPU per image in the pool's threads, a fifth of the stage's work.
+        # checked) rather than receive it. With every image sent back through the pool's pipe, the
+        # pool's threads took 1.8 of the main process's 2.8 CPU s at 20k images.
         result = dataclasses.replace(result, payload=None)
     return index, hashlib.sha256(data).hexdigest(), result
 
