@@ -67,7 +67,7 @@ def timed(args: list[str], cwd: Path, env: dict | None = None) -> dict:
 
 
 def emit(result: dict) -> None:
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), flush=True)  # before any teardown crash of a library
 
 
 # --- Same-run ratios (issue 14) ---------------------------------------------------------------
