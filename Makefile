@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 # from PyPI into the venv itself, pinned; where it can't be had, pip does the whole install.
 UV_VERSION ?= 0.13.9
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
-UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
+UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
 .PHONY: install repro test test-fast bench clean check-pipeline report
 

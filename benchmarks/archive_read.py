@@ -6,37 +6,26 @@ zip members, against zipfile's own ``ZipFile.read`` in the same run, per compres
 Prints one JSON object: per method, members per second for both and their ratio (reader / zipfile;
 above 1 = faster), on generated ~12 KB JPEGs (like the real dataset's), plus the stored archive of
 ``/work/shared/data/faces140k-sample.zip`` under ``"real_faces"`` when it exists (optional).
-Both read from the page cache: the first round warms it and every time is the median of the rounds.
+Both read from the page cache (warmed first), interleaved round by round (``harness.alternate``); the
+ratio is the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
 from deepfake_detector.sources import archive  # noqa: E402
 from inspect_speed import REAL_FACES, generated_jpegs  # noqa: E402
 
 LIMITS = archive.Limits(max_member_bytes=64 * 2**20, max_total_bytes=2**40)
 METHODS = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2,
            "lzma": zipfile.ZIP_LZMA}
-
-
-def median_seconds(read_all, rounds: int) -> float:
-    read_all()  # warm the page cache
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        read_all()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def compare(path: Path, rounds: int) -> dict:
@@ -47,15 +36,17 @@ def compare(path: Path, rounds: int) -> dict:
         with open(path, "rb") as handle:
             for ref in refs:
                 archive.read(ref, LIMITS, handle)
+        return len(refs)
 
     def reference():
         with zipfile.ZipFile(path) as zf:
             for ref in refs:
                 zf.read(ref.name)
+        return len(refs)
 
-    ours, theirs = median_seconds(reader, rounds), median_seconds(reference, rounds)
-    return {"members": len(refs), "reader_per_second": round(len(refs) / ours),
-            "zipfile_per_second": round(len(refs) / theirs), "ratio": round(theirs / ours, 2)}
+    reader(), reference()  # warm the page cache
+    runs = alternate({"zipfile": reference, "reader": reader}, rounds)
+    return {"members": len(refs), **ratio_to(runs["zipfile"], runs["reader"], "zipfile.ZipFile.read, same members")}
 
 
 def main() -> None:
@@ -75,7 +66,7 @@ def main() -> None:
             print(f"{name}: {result[name]}", file=sys.stderr)
     if REAL_FACES.exists():
         result["real_faces"] = compare(REAL_FACES, args.rounds)
-    print(json.dumps(result))
+    emit({"machine": machine(), **result})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,17 +24,33 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import emit  # noqa: E402
-from benchmarks.predict_speed import median_seconds  # noqa: E402
+from benchmarks.harness import alternate, emit, machine, median_seconds, ratio_to  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+REFERENCE = "the Keras model's bare predict_on_batch, same images, same run"
 
-def speed(run, images: np.ndarray) -> dict:
+
+def speed(run, keras_run, images: np.ndarray) -> dict:
+    """One-image latency and batch-64 rate of ``run``, each as a ratio to ``keras_run`` (interleaved)."""
     one, batch = images[:1], images[:64]
-    run(one), run(batch)  # warm-up (and, for TFLite, the allocation for each shape)
-    return {"one_image_ms": round(median_seconds(lambda: run(one), 30) * 1e3, 2),
-            "batch_64_images_per_second": round(len(batch) / median_seconds(lambda: run(batch), 7), 1)}
+    for fn in (run, keras_run):
+        fn(one), fn(batch)  # warm-up (and, for TFLite, the allocation for each shape)
+
+    def single(fn):  # the median call: a shared machine's stalls would swamp a mean of 1 ms calls
+        def timed():
+            ms = median_seconds(lambda: fn(one), 30) * 1e3
+            return {"items": 30, "ms": ms, "median_calls_per_second": 1e3 / ms}
+        return timed
+
+    ones = alternate({"keras": single(keras_run), "format": single(run)}, 3)
+    batches = alternate({"keras": lambda: [keras_run(batch) for _ in range(7)] and 7 * len(batch),
+                         "format": lambda: [run(batch) for _ in range(7)] and 7 * len(batch)}, 3)
+    return {"one_image_ms": round(statistics.median(r["ms"] for r in ones["format"]), 2),
+            "keras_one_image_ms": round(statistics.median(r["ms"] for r in ones["keras"]), 2),
+            "one_image": ratio_to(ones["keras"], ones["format"], REFERENCE, key="median_calls_per_second",
+                                  reference_key="median_calls_per_second"),
+            "batch_64": ratio_to(batches["keras"], batches["format"], REFERENCE)}
 
 
 def main() -> None:
@@ -50,15 +67,18 @@ def main() -> None:
     floats = images.astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="export_check."))
     result = {"model": scorer.meta.get("model"), "image_size": scorer.image_size, "images": source,
-              "cpus": len(os.sched_getaffinity(0)), "load_average_before": round(os.getloadavg()[0], 2),
-              "keras_predict_on_batch": speed(lambda x: scorer.model.predict_on_batch(x).reshape(-1), floats)}
+              "machine": machine()}
+
+    def keras_run(x):
+        return scorer.model.predict_on_batch(x).reshape(-1)
+
     for fmt in export.FORMATS:
         output = work / f"model{export.SUFFIXES[fmt]}"
         started = time.perf_counter()
         report = export.export(scorer, fmt, output, images)
         result[fmt] = {"export_seconds": round(time.perf_counter() - started, 1),
                        "size_mib": round(report["size_bytes"] / 2**20, 2), **report["check"],
-                       **speed(export.runtime(fmt, output), floats)}
+                       **speed(export.runtime(fmt, output), keras_run, floats)}
         print(f"{fmt}: {result[fmt]}", file=sys.stderr)
     result["keras_file_size_mib"] = round(args.model.stat().st_size / 2**20, 2)
     result["load_average_after"] = round(os.getloadavg()[0], 2)

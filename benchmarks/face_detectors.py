@@ -23,6 +23,9 @@ Prints one JSON object, per detector:
 * ``ms_per_image``: median wall time of one detection call (RGB in, boxes out, both cores
   available), and ``cpu_ms_per_image`` the CPU time it used (all its threads): on a machine shared
   with other work, CPU time is the fairer comparison between candidates.
+* ``speed_vs_face_finder_640x360``: its rate on the 640x360 scenes over ``FaceFinder``'s (what
+  predict runs), the two interleaved (``harness.ratio_to``): the speed figure to compare across
+  machines.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import alternate, machine, ratio_to  # noqa: E402
 from deepfake_detector.faces import FaceFinder  # noqa: E402
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
@@ -245,7 +249,9 @@ def main() -> None:
         sys.exit(f"{REAL_FACES} not found: this benchmark needs the shared real faces")
     faces = load_faces(args.faces, seed=0)
     scenes = {size: make_scenes(faces, args.scenes, *size, seed=1) for size in ((640, 360), (1280, 720))}
-    result = {"faces": len(faces), "scenes_per_size": args.scenes, "cv2": cv2.__version__, "detectors": {}}
+    result = {"faces": len(faces), "scenes_per_size": args.scenes, "cv2": cv2.__version__, "machine": machine(),
+              "detectors": {}}
+    reference = CANDIDATES["haar_alt2"]()
     for name, factory in CANDIDATES.items():
         if args.only and name not in args.only.split(","):
             continue
@@ -261,6 +267,12 @@ def main() -> None:
         entry = {"on_crops": crops}
         for (width, height), scene_list in scenes.items():
             entry[f"scenes_{width}x{height}"] = on_scenes(detect, scene_list, margin, dy)
+        # The reference, what predict runs (haar_alt2), on the same scenes, interleaved with this one.
+        small = [canvas for canvas, _ in scenes[(640, 360)]]
+        runs = alternate({"face_finder": lambda: [reference(c) for c in small] and len(small),
+                          name: lambda: [detect(c) for c in small] and len(small)}, 2)
+        entry["speed_vs_face_finder_640x360"] = ratio_to(runs["face_finder"], runs[name],
+                                                         "deepfake_detector.faces.FaceFinder (haar_alt2)")
         entry["ms_per_image_640x360"] = entry["scenes_640x360"]["ms_per_image"]
         entry["cpu_ms_per_image_640x360"] = entry["scenes_640x360"]["cpu_ms_per_image"]
         result["detectors"][name] = entry

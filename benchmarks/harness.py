@@ -1,4 +1,5 @@
-"""What the benchmarks share: a fresh project copy to run `dvc` in, and peak memory of a process tree.
+"""What the benchmarks share: a fresh project copy to run `dvc` in, peak memory of a process tree, and
+same-run ratios: interleaved timing, a reference, and checks that a run measured what it claims.
 
 Every benchmark prints one JSON object on stdout; progress goes to stderr.
 """
@@ -6,11 +7,15 @@ Every benchmark prints one JSON object on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import json
+import resource
+import statistics
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -62,4 +67,145 @@ def timed(args: list[str], cwd: Path, env: dict | None = None) -> dict:
 
 
 def emit(result: dict) -> None:
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), flush=True)  # before any teardown crash of a library
+
+
+# --- Same-run ratios (issue 14) ---------------------------------------------------------------
+# Machines of one kind differ by ~2.4x and the load of a shared machine drifts by tens of per cent
+# within minutes, so absolute rates don't carry. Every benchmark also measures a reference in the
+# same run, interleaved with what it measures (A, B, A, B ...), and reports the ratio of the two:
+# that is the figure to compare across machines.
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn`` (latencies; rates go through ``alternate``)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and every child it has had, live or finished."""
+    own = time.process_time()
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            live += times.user + times.system
+        except psutil.Error:
+            pass
+    return own + done.ru_utime + done.ru_stime + live
+
+
+def alternate(fns: dict[str, Callable[[], int | dict]], rounds: int) -> dict[str, list[dict]]:
+    """Run each of ``fns`` once per round, in turn (A, B, A, B ...), so drifting load hits all alike.
+
+    Each fn does its whole measured work and returns how many items it handled (or a dict with
+    ``items`` and anything else to keep). Returns, per name, one dict per round: items, wall and CPU
+    seconds, items_per_second, plus whatever the fn returned.
+    """
+    runs: dict[str, list[dict]] = {name: [] for name in fns}
+    for round_ in range(rounds):
+        for name, fn in fns.items():
+            cpu, started = cpu_seconds(), time.perf_counter()
+            out = fn()
+            wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+            out = out if isinstance(out, dict) else {"items": out}
+            # a fn may give its own CPU seconds (e.g. of its subprocess only)
+            runs[name].append({"wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), **out,
+                               "items_per_second": round(out["items"] / wall, 1)})
+            print(f"round {round_ + 1}/{rounds} {name}: {runs[name][-1]['items_per_second']} items/s",
+                  file=sys.stderr)
+    return runs
+
+
+def ratio_to(reference: list[dict], measured: list[dict], name: str, key: str = "items_per_second",
+             reference_key: str = "items_per_second") -> dict:
+    """The one way a benchmark reports speed: ``measured / reference`` per round (the two were timed
+    back to back, see ``alternate``), the median of those, and both median rates. ``key`` and
+    ``reference_key`` pick the rates (higher = faster) from each round's dict. ``cpu_ratio`` compares
+    CPU seconds per item where both rounds give them: the other load on a shared machine steals wall
+    time from both, but not CPU time."""
+    per_round = [m[key] / r[reference_key] for m, r in zip(measured, reference)]
+    result = {"ratio": round(statistics.median(per_round), 3), "reference": name,
+              "ratio_per_round": [round(x, 3) for x in per_round],
+              key: round(statistics.median(m[key] for m in measured), 1),
+              f"reference_{reference_key}": round(statistics.median(r[reference_key] for r in reference), 1)}
+    if all(x.get("cpu_seconds") and x.get("items") for x in (*measured, *reference)):
+        cpu = [(r["cpu_seconds"] / r["items"]) / (m["cpu_seconds"] / m["items"])
+               for m, r in zip(measured, reference)]
+        result["cpu_ratio"] = round(statistics.median(cpu), 3)
+    return result
+
+
+def check(what: str, measured: dict, expected: dict) -> None:
+    """Stop the benchmark (a one-line error) unless it measured what it claims: every key of
+    ``expected`` (image count, source, params ...) must equal ``measured``'s."""
+    wrong = {k: (measured.get(k), v) for k, v in expected.items() if measured.get(k) != v}
+    if wrong:
+        detail = "; ".join(f"{k} is {got!r}, expected {want!r}" for k, (got, want) in wrong.items())
+        raise SystemExit(f"{what}: measured something else than claimed ({detail}); the figures "
+                         "would be mislabelled, so none are reported")
+
+
+def _decode_chunk(chunk: list[bytes]) -> int:
+    import cv2
+    import numpy as np
+
+    return sum(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None for data in chunk)
+
+
+def _decode_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # as preprocess's workers: processes give the parallelism
+
+
+class DecodeReference:
+    """Plain ``cv2.imdecode`` of the same files from memory in a pool of ``workers`` processes: the
+    physical limit of a stage that must decode every image. Use as a context manager (the pool is
+    started and warmed outside the timing); calling it decodes every file once and returns the count."""
+
+    def __init__(self, files: list[bytes], workers: int, chunk: int = 32):
+        self.chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
+        self.workers, self.pool = workers, None
+
+    def __enter__(self):
+        from deepfake_detector import spawn_pool
+
+        self.pool = spawn_pool(self.workers, _decode_worker)
+        self.pool.map(_decode_chunk, self.chunks[:self.workers * 2])  # workers started and warm
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.terminate()
+        self.pool.join()
+
+    def __call__(self) -> int:
+        decoded = sum(self.pool.imap(_decode_chunk, self.chunks))
+        if decoded != sum(map(len, self.chunks)):
+            raise SystemExit(f"decode reference: only {decoded} of {sum(map(len, self.chunks))} files "
+                             "decoded; the reference needs images cv2 can read")
+        return decoded
+
+
+def zip_images(path: Path) -> list[bytes]:
+    """The bytes of every image member of a zip, in archive order (the files a stage reads)."""
+    with zipfile.ZipFile(path) as bundle:
+        return [bundle.read(info) for info in bundle.infolist()
+                if not info.is_dir() and info.filename.lower().endswith((".jpg", ".jpeg", ".png"))]
+
+
+def machine() -> dict:
+    """Where the absolute figures came from: CPUs, processor, and how loaded the machine was."""
+    import os
+    import platform
+
+    from deepfake_detector import usable_cpus
+
+    return {"cpus": usable_cpus(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "load_average_1min": round(os.getloadavg()[0], 2)}

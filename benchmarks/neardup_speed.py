@@ -2,7 +2,9 @@
 
     python -m benchmarks.neardup_speed [--n 190000] [--distances 4] [--faces-zip PATH]   # from the repo root
 
-Prints one JSON object. Cases, all with Kaggle-like split sizes (74% / 21% / 6%):
+Prints one JSON object. Each case's audit time is interleaved with a reference, ``np.unique`` (a sort)
+of the same hashes, and reported as a ratio to it (``harness.ratio_to``). Cases, all with Kaggle-like
+split sizes (74% / 21% / 6%):
 - ``uniform``: random 64-bit hashes (the easy case: small buckets, no near pairs);
 - ``clumpy``: 3,000 centres, each copy up to 3 random bit flips away (dense buckets, millions of pairs);
 - ``identical_clump``: ~90% one hash (blank images), 0.5% one bit from it, the rest random: billions of
@@ -18,23 +20,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import statistics
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector.neardup import audit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import alternate, machine, ratio_to  # noqa: E402
+from deepfake_detector.neardup import audit  # noqa: E402
 
 SPLIT_P = [140_002 / 190_335, 39_428 / 190_335, 10_905 / 190_335]
 DEFAULT_ZIP = Path("/work/shared/data/faces140k-sample.zip")
 
 
-def _timed(name, hashes, splits, d):
-    t = time.perf_counter()
-    r = audit(hashes, splits, d)
-    seconds = time.perf_counter() - t
+def _timed(name, hashes, splits, d, rounds=3):
+    report = []
+
+    def audited():
+        report[:] = [audit(hashes, splits, d)]
+        return len(hashes)
+
+    def sorted_ten_times():  # the reference: sorting the same hashes, the floor of grouping them at all
+        for _ in range(10):  # ten sorts: one is too short to time steadily
+            np.unique(hashes)
+        return 10 * len(hashes)
+
+    runs = alternate({"sort": sorted_ten_times, "audit": audited}, rounds)
+    r = report[0]
+    seconds = statistics.median(x["wall_seconds"] for x in runs["audit"])
     return {"case": name, "n": len(hashes), "distance": d, "seconds": round(seconds, 3),
+            **ratio_to(runs["sort"], runs["audit"], "np.unique (a sort) of the same hashes"),
             "pairs": r.within_split + r.cross_split, "within_split": r.within_split,
             "cross_split": r.cross_split, "later_matched": int(r.later_matched.sum())}
 
@@ -105,7 +122,7 @@ def main():
         cases["faces_model"] = np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
     for d in args.distances:
         out += [_timed(name, h, splits, d) for name, h in cases.items()]
-    print(json.dumps(out, indent=1))
+    print(json.dumps({"machine": machine(), "cases": out}, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ test ROC-AUC on the sample data; and the sample is not too easy (seed CNN test R
 Two measurements per model:
 - accuracy: the real pipeline (`dvc repro evaluate` with train.model set), test ROC-AUC from eval.json;
 - speed: training steps on the same cached, augmented input pipeline, models alternated over several
-  rounds and the median taken, because a shared 2-core VM drifts by ±30% over minutes and one run
-  per model would measure the drift as much as the model.
+  rounds (``harness.alternate``), because a shared 2-core VM drifts by ±30% over minutes and one run
+  per model would measure the drift as much as the model; each model's rate is reported as a ratio to
+  the seed CNN's (``vs_seed_cnn``), the figure to compare across machines.
 Test ROC-AUC is averaged over several training seeds, since one run's AUC moves by about as much with the
 seed as the models differ.
 Usage: python benchmarks/train_models.py [--models mobilenet_v3_small seed_cnn] [--rounds 5] [--seeds 42 1 2]
@@ -20,10 +21,9 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from harness import ROOT, dvc, emit, make_project, set_params, timed
+from harness import ROOT, alternate, dvc, emit, machine, make_project, ratio_to, set_params, timed
 
 from deepfake_detector import paths
 from deepfake_detector.params import load_section
@@ -61,14 +61,20 @@ def step_rates(project: Path, models: list[str], rounds: int, steps: int = 20) -
                       jit_compile=False)
         model.fit(data, steps_per_epoch=5, epochs=1, verbose=0)  # trace, fill the cache
         compiled[name] = model
-    rates = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in compiled.items():
-            started = time.perf_counter()
-            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-            rates[name].append(steps * train.batch_size / (time.perf_counter() - started))
-    return {name: {"median": round(statistics.median(r), 1), "min": round(min(r), 1), "max": round(max(r), 1)}
-            for name, r in rates.items()}
+    def fit_steps(model) -> int:
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        return steps * train.batch_size
+
+    runs = alternate({name: (lambda m=model: fit_steps(m)) for name, model in compiled.items()}, rounds)
+    reference = runs.get("seed_cnn")
+    result = {}
+    for name, r in runs.items():
+        rates = [x["items_per_second"] for x in r]
+        result[name] = {"median": round(statistics.median(rates), 1), "min": min(rates), "max": max(rates)}
+        if reference:
+            result[name]["vs_seed_cnn"] = ratio_to(reference, r, "the seed project's CNN, same input "
+                                                   "pipeline, interleaved training steps")
+    return result
 
 
 def summarize_runs(runs: list[dict]) -> dict:
@@ -111,11 +117,10 @@ def main() -> None:
         print("timing training steps, models interleaved...", file=sys.stderr)
         for model, rate in step_rates(project, models, args.rounds).items():
             results[model]["train_images_per_second"] = rate
-    summary = {"default_model": default_model, "results": results}
+    summary = {"default_model": default_model, "machine": machine(), "results": results}
     if {default_model, "seed_cnn"} <= set(results):
         default, seed = results[default_model], results["seed_cnn"]
-        summary["speedup_vs_seed_cnn"] = round(default["train_images_per_second"]["median"]
-                                               / seed["train_images_per_second"]["median"], 2)
+        summary["speedup_vs_seed_cnn"] = default["train_images_per_second"]["vs_seed_cnn"]["ratio"]
         summary["pipeline_speedup_vs_seed_cnn"] = round(default["pipeline_train_images_per_second"]
                                                         / seed["pipeline_train_images_per_second"], 2)
         summary["auc_difference_vs_seed_cnn"] = round(default["test_roc_auc"] - seed["test_roc_auc"], 4)

@@ -13,9 +13,9 @@ depend on the weights). Measured in one process, so every figure has its referen
 * ``runs``: watch as the command runs it (whole-frame face searches on a second thread at most
   every 5 frames, the faces known followed on every frame), the same with ``--record``, and, for
   comparison, with the whole-frame search in the scoring loop every 5 frames and on every frame:
-  scored frames/s, dropped frames, and the ratio to the bare rate; and watch's capacity, its
-  defaults on the same frames delivered at 120 fps (faster than it scores), where a 30 fps source
-  caps the others;
+  scored frames/s, dropped frames, and the ratio to the bare rate measured just before each run;
+  and watch's capacity, its defaults on the same frames delivered at 120 fps (faster than it
+  scores), where a 30 fps source caps the others;
 * ``stage_ms``: median wall ms of each step on one frame (whole-frame search, following known
   faces, cropping, scoring two crops), and the CPU ms of the whole-frame search.
 """
@@ -33,8 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import emit  # noqa: E402
-from benchmarks.predict_speed import median_seconds  # noqa: E402
+from benchmarks.harness import emit, machine, median_seconds, ratio_to  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -128,12 +127,16 @@ def main() -> None:
         "bare_predict_on_batch_two_crops": bare_ms,
     }
 
+    def bare_rate() -> dict:  # the reference, measured again just before each run (A, B, A, B ...)
+        return {"items_per_second": 1e3 / median_ms(lambda: scorer.model.predict_on_batch(floats), 50)}
+
     runs = {}
     for name, every, background, record, frames in (
             ("default", 5, True, False, video), ("default_with_record", 5, True, True, video),
             ("search_in_the_loop_every_5", 5, False, False, video),
             ("search_in_the_loop_every_frame", 1, False, False, video),
             (f"default_source_at_{FAST_FPS}_fps", 5, True, False, fast)):
+        reference = bare_rate()
         tracker = faces.FaceTracker(every=every, background=background)
         options = watch.Options(threshold=0.5, finder=tracker, margin=faces.DEFAULT_MARGIN,
                                 record=work / f"{name}.mp4" if record else None, format="json")
@@ -141,14 +144,16 @@ def main() -> None:
         tracker.close()
         runs[name] = {"scored_frames_per_second": summary["scored_per_second"], "read": summary["read"],
                       "scored": summary["scored"], "dropped": summary["dropped"],
-                      "over_bare_predict_on_batch": round(summary["scored_per_second"] / (1e3 / bare_ms), 3)}
+                      **ratio_to([reference], [{"items_per_second": summary["scored_per_second"]}],
+                                 "the model's bare predict_on_batch on two crops, just before",
+                                 reference_key="items_per_second")}
         print(f"{name}: {runs[name]}", file=sys.stderr)
 
     emit({
         "model": scorer.meta.get("model"), "image_size": size, "trained_model": args.model is not None,
         "video": {"width": 640, "height": 360, "fps": args.fps, "seconds": args.seconds, "faces": 2,
                   "face_source": source},
-        "cpus": len(os.sched_getaffinity(0)),
+        "machine": machine(),
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "goal_scored_frames_per_second": 15,
         "bare_predict_on_batch_frames_per_second": round(1e3 / bare_ms, 1),

@@ -9,6 +9,7 @@ shards and the manifest. Memory stays flat: at most a bounded window of images i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import shutil
 import threading
@@ -51,7 +52,13 @@ def _inspect_member(task: tuple[int, archive.MemberRef]):
         data = archive.read(ref, _READ_LIMITS, _worker_file)
     except DataError:  # a damaged member costs that image, not the run
         return index, "", images.skipped("corrupt")
-    return index, hashlib.sha256(data).hexdigest(), images.inspect(data, *_worker_args)
+    result = images.inspect(data, *_worker_args)
+    if result.status == "ok":
+        # A pass-through payload is the member itself: the main process reads it from the zip (CRC
+        # checked) rather than receive it. With every image sent back through the pool's pipe, the
+        # pool's threads took 1.8 of the main process's 2.8 CPU s at 20k images.
+        result = dataclasses.replace(result, payload=None)
+    return index, hashlib.sha256(data).hexdigest(), result
 
 
 def _bounded(tasks, slots: threading.Semaphore):
@@ -89,8 +96,9 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     ledger = _DuplicateLedger(params, len(members))
     workers = params.workers or usable_cpus()
     slots = threading.Semaphore(IN_FLIGHT)
-    tasks = ((i, refs.pop(m.name)) for i, m in enumerate(members))
-    with open(manifest_path, "w", newline="") as handle, \
+    member_refs = [refs.pop(m.name) for m in members]  # by manifest index
+    tasks = enumerate(member_refs)
+    with open(manifest_path, "w", newline="") as handle, open(zip_path, "rb") as zip_file, \
             spawn_pool(workers, _init_worker, (str(zip_path), params.image_size, params.max_pixels)) as pool:
         writers = {s: records.ShardWriter(tmp_dir, s, params.shard_images) for s in SPLITS}
         manifest = csv.writer(handle)
@@ -101,7 +109,8 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
             member = members[index]
             status, reason = ledger.decide(index, member, sha, result)
             if status in ("ok", "converted"):
-                writers[member.split].write(result.payload, member.label, index)
+                payload = result.payload or archive.read(member_refs[index], _READ_LIMITS, zip_file)
+                writers[member.split].write(payload, member.label, index)
             manifest.writerow([index, member.name, member.split, member.label, sha,
                                "" if result.phash is None else f"{result.phash:016x}",
                                result.width or "", result.height or "", result.format or "",

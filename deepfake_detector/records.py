@@ -28,12 +28,17 @@ from .paths import CATALOG_FILE
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL = [bytes((v,)) for v in range(0x80)]
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -46,12 +51,26 @@ def _feature(key: str, feature: bytes) -> bytes:
     return _field(1, _field(1, key.encode()) + _field(2, feature))
 
 
+def _int64_feature(key: str, value: int) -> bytes:
+    return _feature(key, _field(3, _field(1, _varint(value))))  # Feature.int64_list, packed
+
+
+_IMAGE_KEY = _field(1, b"image")
+
+
 def encode(image: bytes, label: int, index: int) -> bytes:
     """tf.train.Example{image: bytes_list, label: int64_list, index: int64_list}, serialized."""
-    features = (_feature("image", _field(1, _field(1, image)))          # Feature.bytes_list
-                + _feature("label", _field(3, _field(1, _varint(label))))  # Feature.int64_list, packed
-                + _feature("index", _field(3, _field(1, _varint(index)))))
-    return _field(1, features)
+    # The image feature's nested headers are built from the inside out and the image bytes are
+    # copied once (nesting with _field would copy them at every level).
+    rest = _int64_feature("label", label) + _int64_feature("index", index)
+    heads, size = [], len(image)
+    for number, before in ((1, b""), (1, b""), (2, _IMAGE_KEY), (1, b"")):
+        # BytesList.value, Feature.bytes_list, the map entry's value (after its key), Features.feature
+        head = before + _varint(number << 3 | 2) + _varint(size)
+        heads.append(head)
+        size += len(head)
+    features = _varint(1 << 3 | 2) + _varint(size + len(rest))  # Example.features
+    return b"".join((features, *reversed(heads), image, rest))
 
 
 def _masked_crc(data: bytes) -> bytes:
