@@ -130,3 +130,23 @@ def test_imagenet_offline_fails_at_stage_start_before_any_data(tmp_path):
     assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in lines[-1]
     assert str(tmp_path / "keras" / "models") in lines[-1]
     assert "processed" not in result.stderr  # failed before looking for the data
+
+
+def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_model(tmp_path):
+    """One -S flag picks the recipe; the model file carries the rule, and evaluate scores with it."""
+    from projectcopy import dvc
+
+    from deepfake_detector import inference, paths
+
+    project = make_project(tmp_path / "project")
+    bundle = "train.recipes.real_faces."  # shrunk to seconds: the recipe's own keys win over plain ones
+    set_params(project, {bundle + "image_size": 64, bundle + "patch_size": 32, bundle + "epochs": 2,
+                         bundle + "inference": "patch_grid"})
+    dvc("exp", "run", "-S", "train.recipe=real_faces", cwd=project)
+    meta = modelfile.read_meta(project / paths.MODEL)
+    assert meta["model"] == "texture_cnn" and meta["train_params"]["recipe"] == "real_faces"
+    assert (meta["inference"], meta["patch_size"], meta["image_size"]) == ("patch_grid", 32, 64)
+    scorer = inference.Scorer.load(project / paths.MODEL)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    expected = inference.patch_grid_scores(scorer.model, images.astype(np.float32), 32).numpy().reshape(-1)
+    np.testing.assert_allclose(scorer.score(images), expected, rtol=1e-5)
