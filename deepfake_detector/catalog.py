@@ -23,6 +23,7 @@ class ModelInfo:
     imagenet_url: str | None
     first_conv_sees: tuple[float, float]  # input range of the first convolution (from [0, 255])
     fully_convolutional: bool = False  # takes any input size (patch training, patch-grid inference)
+    fixed_features: str | None = None  # the last layer of a fixed (untrained) feature extractor
 
 
 MODELS: dict[str, ModelInfo] = {
@@ -41,6 +42,8 @@ MODELS: dict[str, ModelInfo] = {
                           (-1.0, 1.0)),
     "seed_cnn": ModelInfo(None, None, (0.0, 1.0)),
     "texture_cnn": ModelInfo(None, None, (-1.0, 1.0), fully_convolutional=True),
+    # fixed residual filters whose quantisation steps are in grey levels: raw [0, 255]
+    "residual_cooc": ModelInfo(None, None, (0.0, 255.0), fixed_features="cooccurrence"),
 }
 
 WEIGHT_SUFFIXES = (".keras", ".weights.h5")

@@ -113,6 +113,12 @@ def _texture_cnn(inputs, weights, width: int = 16):
     return layers.Activation("sigmoid", dtype="float32", name="p_fake")(mean_logit)
 
 
+def _residual_cooc(inputs, weights):
+    from . import richmodel
+
+    return richmodel.build(inputs)
+
+
 BUILDERS = {
     "compact_cnn": _compact_cnn,
     "mobilenet_v3_small": _mobilenet_v3_small,
@@ -120,6 +126,7 @@ BUILDERS = {
     "xception": _xception,
     "seed_cnn": _seed_cnn,
     "texture_cnn": _texture_cnn,
+    "residual_cooc": _residual_cooc,
 }
 MODELS = catalog.MODELS
 assert set(BUILDERS) == set(MODELS), "catalog.MODELS and models.BUILDERS list the same names"
@@ -168,9 +175,10 @@ def load_start_weights(model: keras.Model, path: str) -> None:
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze everything but the head. A frozen BatchNormalization layer runs in
-    inference mode in Keras 3 (its moving statistics stay those of the loaded weights)."""
+    """Freeze or unfreeze everything but the head (layers named ``fixed_*`` are never trained). A
+    frozen BatchNormalization layer runs in inference mode in Keras 3 (its moving statistics stay
+    those of the loaded weights)."""
     for layer in model.layers:
-        if layer.name != "p_fake" and not layer.name.startswith(HEAD_PREFIX) \
+        if layer.name != "p_fake" and not layer.name.startswith((HEAD_PREFIX, "fixed_")) \
                 and not isinstance(layer, keras.layers.InputLayer):
             layer.trainable = trainable

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import augment, models, records
+from . import augment, catalog as model_catalog, models, records
 
 log = logging.getLogger(__name__)
 STREAM_SHUFFLE = 2048  # shuffle buffer for records that don't fit the cache (decoded images)
@@ -143,6 +143,36 @@ def inference_rule(params) -> dict:
     return {"inference": "whole_image"}
 
 
+def _on_fixed_features(model: keras.Model, layer_name: str, train_data, val_data, batch_size: int,
+                       seed: int):
+    """(the head after ``layer_name`` as its own model sharing ``model``'s layers, training and
+    validation data as that layer's outputs, computed once). The extractor has no trainable weights,
+    so training the head on stored features is the same as training the whole model; one pass of
+    augmentation is drawn."""
+    extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
+
+    def extract(data):
+        parts = [(extractor.predict_on_batch(images), labels.numpy()) for images, labels in data]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    train_x, train_y = extract(train_data)
+    val_x, val_y = extract(val_data)
+    inputs = x = keras.Input(train_x.shape[1:])
+    after = False
+    for layer in model.layers:
+        if after:
+            x = layer(x)
+        after = after or layer.name == layer_name
+    head = keras.Model(inputs, x, name=f"{model.name}_head")
+    from . import richmodel
+
+    richmodel.standardise(head, train_x)
+    train = tf.data.Dataset.from_tensor_slices((train_x, train_y)).shuffle(
+        len(train_x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch_size)
+    return head, train, val
+
+
 def _compile(model: keras.Model, learning_rate, steps: int, alpha: float = 0.05) -> None:
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1), alpha=alpha)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
@@ -180,6 +210,11 @@ def fit(folder, catalog: dict, params, live_dir: str, model: keras.Model | None 
 
     if model is None:
         model = build_model(params)
+    fitted_model = model
+    features = model_catalog.MODELS[params.model].fixed_features
+    if features:  # extract once, then epochs cost only the head's steps
+        fitted_model, train_data, val_data = _on_fixed_features(model, features, train_data, val_data,
+                                                                params.batch_size, params.seed)
     steps = int(np.ceil(n_train * per_image / params.batch_size))
     throughput = Throughput(n_train * per_image)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", restore_best_weights=True,
@@ -194,11 +229,11 @@ def fit(folder, catalog: dict, params, live_dir: str, model: keras.Model | None 
     for epochs, backbone_trainable, learning_rate in phases:
         if not epochs or (done and stopper.stopped_epoch):
             continue
-        models.set_backbone_trainable(model, backbone_trainable)
-        _compile(model, learning_rate, epochs * steps)  # recompiling applies the new trainable flags
+        models.set_backbone_trainable(fitted_model, backbone_trainable)
+        _compile(fitted_model, learning_rate, epochs * steps)  # recompiling applies the new trainable flags
         # one EarlyStopping across phases: its best weights and patience carry on
         stopper.on_train_begin = lambda logs=None: None if done else type(stopper).on_train_begin(stopper, logs)
-        run = model.fit(train_data, validation_data=val_data, initial_epoch=done, epochs=done + epochs,
+        run = fitted_model.fit(train_data, validation_data=val_data, initial_epoch=done, epochs=done + epochs,
                         verbose=2, callbacks=callbacks)
         for key, values in run.history.items():
             history.setdefault(key, []).extend(values)
