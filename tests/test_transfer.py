@@ -150,3 +150,16 @@ def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_m
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     expected = inference.patch_grid_scores(scorer.model, images.astype(np.float32), 32).numpy().reshape(-1)
     np.testing.assert_allclose(scorer.score(images), expected, rtol=1e-5)
+
+
+def test_the_rich_model_survives_its_file_and_refuses_grad_cam_in_one_line(tmp_path):
+    from deepfake_detector import explain
+
+    model = models.build("residual_cooc", 32)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    modelfile.save(model, tmp_path / "m.keras", {"image_size": 32})
+    loaded, _ = modelfile.load(tmp_path / "m.keras")  # its custom layer is registered on load
+    np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), rtol=1e-6)
+    with pytest.raises(UserError, match="without --explain") as refused:
+        explain.split_model(loaded)
+    assert "\n" not in str(refused.value)
