@@ -47,6 +47,9 @@ def split_model(model):
     feature map's layer name)."""
     import keras
 
+    if any(type(layer).__name__ == "Cooccurrence" for layer in model.layers):  # residual_cooc
+        raise UserError(f"{model.name}: its score counts quantised residuals, which no gradient passes, "
+                        "so --explain (Grad-CAM) cannot show where it looked; run predict without --explain")
     head = model.layers[-1]
     features = _last_feature_layer(model)
     if features is not None:

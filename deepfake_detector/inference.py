@@ -28,8 +28,10 @@ from .errors import UserError
 from .files import read_json, sha256_file, write_json
 
 # meta["inference"] values this code implements. "whole_image": the model maps one RGB image,
-# float32 in [0, 255] at meta["image_size"], to P(fake); that is the whole rule.
-RULES = ("whole_image",)
+# float32 in [0, 255] at meta["image_size"], to P(fake); that is the whole rule. "patch_grid": the
+# image is cut into the grid of meta["patch_size"] squares (the model was trained on such patches),
+# each is scored, and the image's P(fake) is the sigmoid of the patches' mean logit.
+RULES = ("whole_image", "patch_grid")
 MAX_PIXELS = 50_000_000  # the preprocess default: larger images are refused from their header
 # What tf.io.decode_image reads (MPO is a multi-picture JPEG: its first picture). TIFF is not.
 FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
@@ -119,9 +121,15 @@ class Scorer:
         self.path, self.model, self.meta, self.sha256 = Path(path), model, meta, sha256
         self.image_size = int(meta["image_size"])
         spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
+        rule = meta.get("inference", "whole_image")
         # One trace for every batch size; the uint8 → float32 [0, 255] cast is the model's input rule.
-        self._predict = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
-                                    input_signature=[spec])
+        if rule == "patch_grid":
+            self._predict = tf.function(lambda x: patch_grid_scores(model, tf.cast(x, tf.float32),
+                                                                    meta["patch_size"]),
+                                        input_signature=[spec])
+        else:
+            self._predict = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                                        input_signature=[spec])
 
     @classmethod
     def load(cls, path: str | Path) -> "Scorer":
@@ -133,6 +141,11 @@ class Scorer:
                             "(the model was made by a newer version); update deepfake-detector")
         if not isinstance(meta.get("image_size"), int):
             raise UserError(f"{path}: metadata has no image_size; retrain the model with `dvc repro train`")
+        patch = meta.get("patch_size")
+        if rule == "patch_grid" and (isinstance(patch, bool) or not isinstance(patch, int)
+                                     or not 0 < patch <= meta["image_size"]):
+            raise UserError(f"{path}: inference rule patch_grid needs a patch_size in (0, image_size], "
+                            f"got {patch!r}; retrain the model with `dvc repro train`")
         sha256 = sha256_file(path)  # of the bytes loaded next, to match the threshold's model
         model, meta = modelfile.load(path)
         return cls(path, model, meta, sha256)
@@ -156,6 +169,20 @@ class Scorer:
                                 "score": self._predict(batch).numpy().reshape(-1).astype(float)})
                   for batch, labels, indices in data]
         return pd.concat(frames, ignore_index=True)
+
+
+def patch_grid_scores(model, images, patch_size: int):
+    """float32 [n, size, size, 3] → [n, 1] P(fake): the sigmoid of the mean logit of the grid of
+    ``patch_size`` squares (a remainder strip at the right and bottom edges is left out)."""
+    import tensorflow as tf
+
+    side = [1, patch_size, patch_size, 1]
+    tiles = tf.image.extract_patches(images, side, side, [1, 1, 1, 1], "VALID")
+    grid = tf.shape(tiles)[1] * tf.shape(tiles)[2]
+    scores = model(tf.reshape(tiles, [-1, patch_size, patch_size, 3]), training=False)
+    scores = tf.clip_by_value(tf.cast(scores, tf.float32), 1e-7, 1 - 1e-7)
+    logits = tf.reshape(tf.math.log(scores) - tf.math.log1p(-scores), [-1, grid])
+    return tf.sigmoid(tf.reduce_mean(logits, axis=1, keepdims=True))
 
 
 def threshold_path(model_path: str | Path) -> Path:

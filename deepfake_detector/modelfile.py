@@ -63,6 +63,8 @@ def load(path: str | Path):
     meta = read_meta(path)
     import keras  # after the cheap checks: a missing or broken file fails before TensorFlow loads
 
+    from . import richmodel  # noqa: F401  (registers its custom layer for loading)
+
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras, h5py and zipfile raise many types on a bad file

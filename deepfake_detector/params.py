@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from . import catalog
 from .errors import ParamError
 
 PARAMS_FILE = "params.yaml"
@@ -39,6 +40,10 @@ class Spec:
     optional: bool = False  # null allowed
 
     def describe(self) -> str:
+        if self.kind == "weights":
+            return "none, imagenet, or the path of a .keras or .weights.h5 file"
+        if self.kind == "recipes":
+            return "a mapping of recipe names to mappings of train keys"
         if self.kind == "choice":
             return "one of " + ", ".join(str(c) for c in self.choices)
         if self.kind in ("float_range", "int_range"):
@@ -112,8 +117,8 @@ SCHEMA: dict[str, dict] = {
         },
     },
     "train": {
-        "model": Choice("compact_cnn", "mobilenet_v3_small", "efficientnet_b0", "xception", "seed_cnn"),
-        "weights": Choice("none", "imagenet"),
+        "model": Choice(*catalog.MODELS),
+        "weights": Spec("weights"),  # none | imagenet | a .keras or .weights.h5 file
         "image_size": Int(32, 1024),
         "batch_size": Int(1, 4096),
         "epochs": Int(1, 10**4),
@@ -128,7 +133,20 @@ SCHEMA: dict[str, dict] = {
             "jpeg_quality": Spec("int_range", 1, 100),
             "blur_probability": Float(0.0, 1.0),
             "blur_sigma": Spec("float_range", 0.01, 10.0),
+            "colour_probability": Float(0.0, 1.0),
+            "colour_strength": Float(0.0, 1.0),  # brightness ±255·s/4, contrast and saturation ×(1±s)
+            "rescale_probability": Float(0.0, 1.0),
+            "rescale_range": Spec("float_range", 0.1, 1.0),  # downscale factor, then back up
+            "cutout_probability": Float(0.0, 1.0),
+            "cutout_fraction": Float(0.01, 1.0),  # side of the blanked square / image side
         },
+        "freeze_epochs": Int(0, 10**4),  # epochs with everything but the head frozen
+        "fine_tune_learning_rate": Float(1e-9, 1.0),
+        "patch_size": Int(0, 2048),  # 0 = train on whole images; else random square crops this big
+        "patches_per_image": Int(1, 1024),  # crops of each image per epoch (patch_size > 0)
+        "inference": Choice("whole_image", "patch_grid"),
+        "recipe": STR,  # default | a name in train.recipes
+        "recipes": Spec("recipes"),  # name -> train keys it sets
     },
     "evaluate": {
         "batch_size": Int(1, 4096),
@@ -181,6 +199,15 @@ def _check(key: str, value: Any, spec: Spec) -> Any:
                 fail(f" (name {_short(name)})")
             _check(f"{key}.{name}", path, Spec("path"))
         return dict(value)
+    elif spec.kind == "weights":
+        if not isinstance(value, str) or not (value in ("none", "imagenet")
+                                               or value.endswith(catalog.WEIGHT_SUFFIXES)):
+            fail()
+        return value
+    elif spec.kind == "recipes":
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            fail()
+        return value
     elif spec.kind in ("float_range", "int_range"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             fail()
@@ -257,10 +284,58 @@ def load_section(section: str, path: str | Path = PARAMS_FILE,
     raw = read_file(path)
     if section not in raw:
         raise ParamError(f"{PARAMS_FILE}: missing section '{section}'")
-    params = _validate(section, raw[section], SCHEMA[section])
+    raw_section = _with_recipe(raw[section]) if section == "train" else raw[section]
+    params = _validate(section, raw_section, SCHEMA[section])
+    if section == "train":
+        _check_train(params)
     if extra_checks:
         extra_checks(params)
     return params
+
+
+def _with_recipe(train: Any) -> Any:
+    """``train`` with the keys of the recipe ``train.recipe`` names (from ``train.recipes``) set.
+    A recipe's own keys win over the plain ones: a recipe is a tested bundle, changed in one place."""
+    if not isinstance(train, dict) or "recipe" not in train:
+        return train
+    name, recipes = train["recipe"], train.get("recipes")
+    if name == "default":
+        return train
+    if not isinstance(recipes, dict) or not isinstance(recipes.get(name), dict):
+        known = ", ".join(["default", *recipes]) if isinstance(recipes, dict) else "default"
+        raise ParamError(f"{PARAMS_FILE}: train.recipe must be one of {known}, got {_short(name)}")
+    merged = dict(train)
+    for key, value in recipes[name].items():
+        spec = SCHEMA["train"].get(key)
+        if spec is None or key in ("recipe", "recipes"):
+            raise ParamError(f"{PARAMS_FILE}: unknown key train.recipes.{name}.{key} "
+                             "(a recipe sets train keys, e.g. model, epochs, augment)")
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ParamError(f"{PARAMS_FILE}: train.recipes.{name}.{key} must be a mapping of keys")
+            value = {**train.get(key, {}), **value}
+        merged[key] = value
+    return merged
+
+
+def _check_train(train: SimpleNamespace) -> None:
+    """What one key alone can't say: weights the model has, patches the model can take."""
+    info = catalog.MODELS[train.model]
+    if train.weights == "imagenet" and info.imagenet_file is None:
+        raise ParamError(f"{PARAMS_FILE}: train.weights=imagenet, but {train.model} has no ImageNet "
+                         "weights; set train.weights=none or a file to start from")
+    if train.patch_size and not info.fully_convolutional:
+        raise ParamError(f"{PARAMS_FILE}: train.patch_size={train.patch_size} needs a fully convolutional "
+                         f"model ({', '.join(n for n, i in catalog.MODELS.items() if i.fully_convolutional)}),"
+                         f" not {train.model}; set train.patch_size=0")
+    if train.patch_size > train.image_size:
+        raise ParamError(f"{PARAMS_FILE}: train.patch_size {train.patch_size} is larger than "
+                         f"train.image_size {train.image_size}")
+    if train.inference == "patch_grid" and not train.patch_size:
+        raise ParamError(f"{PARAMS_FILE}: train.inference=patch_grid needs train.patch_size > 0")
+    if train.freeze_epochs >= train.epochs and train.freeze_epochs:
+        raise ParamError(f"{PARAMS_FILE}: train.freeze_epochs ({train.freeze_epochs}) must be below "
+                         f"train.epochs ({train.epochs}), or the backbone is never fine-tuned")
 
 
 def as_dict(params: SimpleNamespace) -> dict:

@@ -165,10 +165,17 @@ def split_files(folder: str | os.PathLike, catalog: dict, split: str) -> list[st
 
 
 def decode_image(encoded):
-    """Image file bytes → uint8 RGB [h, w, 3]: the one decoder of training, evaluate and predict."""
+    """Image file bytes → uint8 RGB [h, w, 3]: the one decoder of training, evaluate and predict.
+
+    JPEGs use the accurate integer IDCT (libjpeg's default, as OpenCV and Pillow decode): TensorFlow's
+    default fast IDCT adds ~0.85 grey levels of mean error, noise at exactly the scale of the
+    residual traces the real-faces detector reads (its Validation ROC-AUC fell from 0.85 to 0.81)."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.cond(
+        tf.strings.substr(encoded, 0, 3) == b"\xff\xd8\xff",
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import augment, models, records
+from . import augment, catalog as model_catalog, models, records
 
 log = logging.getLogger(__name__)
 STREAM_SHUFFLE = 2048  # shuffle buffer for records that don't fit the cache (decoded images)
@@ -48,8 +48,12 @@ def _cached_split(shards: list[dict], budget_images: int) -> int:
 
 
 def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache_images: int,
-                  augment_params, seed: int) -> tuple[tf.data.Dataset, int]:
-    """Shuffled, augmented, batched training data; returns (dataset, images held in the cache)."""
+                  augment_params, seed: int, patch_size: int = 0,
+                  patches_per_image: int = 1) -> tuple[tf.data.Dataset, int]:
+    """Shuffled, augmented, batched training data; returns (dataset, images held in the cache).
+
+    With ``patch_size``, each epoch holds ``patches_per_image`` random square crops of every image
+    (each image's crops come from separate passes, so a batch mixes many images' patches)."""
     shards = catalog["splits"]["train"]["shards"]
     files = records.split_files(folder, catalog, "train")
     resize_to = image_size if image_size != catalog["image_size"] else None
@@ -69,10 +73,19 @@ def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache
     else:  # mix cached and streamed images in proportion, so every batch draws from both
         data = tf.data.Dataset.sample_from_datasets(parts, weights=[w / sum(weights) for w in weights],
                                                     seed=seed, stop_on_empty_dataset=False)
+    if patch_size and patches_per_image > 1:
+        data = data.repeat(patches_per_image)  # each pass reshuffles and crops anew
     noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     apply = augment.make_augment(augment_params)
-    data = tf.data.Dataset.zip(data, noise).map(
-        lambda item, s: (apply(item[0], s), item[1]), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def augmented(item, noise_seed):
+        image = item[0]
+        if patch_size:
+            crop_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(noise_seed, 2))
+            image = tf.image.stateless_random_crop(image, [patch_size, patch_size, 3], crop_seed)
+        return apply(image, noise_seed), item[1]
+
+    data = tf.data.Dataset.zip(data, noise).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
     return _batched(data, batch_size), cached_n
 
 
@@ -116,8 +129,65 @@ class Throughput(keras.callbacks.Callback):
         return statistics.median(self.rates[1:] if len(self.rates) > 1 else self.rates)
 
 
-def fit(folder, catalog: dict, params, live_dir: str) -> tuple[keras.Model, dict]:
-    """Train ``params.model`` on the records in ``folder``; returns (best model, train metrics)."""
+def build_model(params) -> keras.Model:
+    """The model to train, with its starting weights (ImageNet, or a file): called at stage start,
+    before any data is read, so a missing weights file or an offline download fails first."""
+    size = None if params.patch_size else params.image_size  # patches and whole images alike
+    return models.build(params.model, size, params.weights)
+
+
+def inference_rule(params) -> dict:
+    """How a whole image is scored, stored in the model file's metadata (``inference.Scorer``)."""
+    if params.inference == "patch_grid":
+        return {"inference": "patch_grid", "patch_size": params.patch_size}
+    return {"inference": "whole_image"}
+
+
+def _on_fixed_features(model: keras.Model, layer_name: str, train_data, val_data, batch_size: int,
+                       seed: int):
+    """(the head after ``layer_name`` as its own model sharing ``model``'s layers, training and
+    validation data as that layer's outputs, computed once). The extractor has no trainable weights,
+    so training the head on stored features is the same as training the whole model; one pass of
+    augmentation is drawn."""
+    extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
+
+    def extract(data):
+        parts = [(extractor.predict_on_batch(images), labels.numpy()) for images, labels in data]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    train_x, train_y = extract(train_data)
+    val_x, val_y = extract(val_data)
+    inputs = x = keras.Input(train_x.shape[1:])
+    after = False
+    for layer in model.layers:
+        if after:
+            x = layer(x)
+        after = after or layer.name == layer_name
+    head = keras.Model(inputs, x, name=f"{model.name}_head")
+    from . import richmodel
+
+    richmodel.standardise(head, train_x)
+    train = tf.data.Dataset.from_tensor_slices((train_x, train_y)).shuffle(
+        len(train_x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch_size)
+    return head, train, val
+
+
+def _compile(model: keras.Model, learning_rate, steps: int, alpha: float = 0.05) -> None:
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1), alpha=alpha)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+                  # XLA slows CPU training 2-9x; on a GPU it is worth it.
+                  jit_compile=bool(tf.config.list_physical_devices("GPU")))
+
+
+def fit(folder, catalog: dict, params, live_dir: str, model: keras.Model | None = None) -> tuple[keras.Model, dict]:
+    """Train ``params.model`` (or ``model``, from ``build_model``) on the records in ``folder``;
+    returns (best model, train metrics).
+
+    ``freeze_epochs`` > 0: those epochs train the head alone at ``learning_rate``, then the whole
+    model trains for the rest at ``fine_tune_learning_rate``. Early stopping watches Validation
+    ROC-AUC over both phases and keeps the best weights."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
@@ -126,8 +196,10 @@ def fit(folder, catalog: dict, params, live_dir: str) -> tuple[keras.Model, dict
     mixed = use_mixed_precision(params.mixed_precision)
     bytes_per_image = params.image_size ** 2 * 3
     train_budget = params.cache_ram_mb * 2**20 // bytes_per_image
+    per_image = params.patches_per_image if params.patch_size else 1
     train_data, cached = train_dataset(folder, catalog, params.image_size, params.batch_size,
-                                       train_budget, params.augment, params.seed)
+                                       train_budget, params.augment, params.seed,
+                                       params.patch_size, per_image)
     n_train = catalog["splits"]["train"]["records"]
     n_val = catalog["splits"]["validation"]["records"]
     val_cache = cached == n_train and n_train + n_val <= train_budget
@@ -136,26 +208,43 @@ def fit(folder, catalog: dict, params, live_dir: str) -> tuple[keras.Model, dict
     log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s", n_train, cached,
              n_val, device_name(), ", mixed precision" if mixed else "")
 
-    model = models.build(params.model, params.image_size, params.weights)
-    steps = int(np.ceil(n_train / params.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, params.epochs * steps,
-                                                      alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
-                  # XLA slows CPU training 2-9x; on a GPU it is worth it.
-                  jit_compile=bool(tf.config.list_physical_devices("GPU")))
-    throughput = Throughput(n_train)
+    if model is None:
+        model = build_model(params)
+    fitted_model = model
+    features = model_catalog.MODELS[params.model].fixed_features
+    if features:  # extract once, then epochs cost only the head's steps
+        fitted_model, train_data, val_data = _on_fixed_features(model, features, train_data, val_data,
+                                                                params.batch_size, params.seed)
+    steps = int(np.ceil(n_train * per_image / params.batch_size))
+    throughput = Throughput(n_train * per_image)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", restore_best_weights=True,
                                             patience=params.patience or params.epochs, verbose=1)
     live = Live(dir=live_dir, dvcyaml=False, save_dvc_exp=False, report=None)
-    history = model.fit(train_data, validation_data=val_data, epochs=params.epochs, verbose=2,
-                        callbacks=[throughput, stopper, DVCLiveCallback(live=live)])
-    best = int(np.argmax(history.history["val_auc"]))
+    callbacks = [throughput, stopper, DVCLiveCallback(live=live)]
+    history: dict[str, list] = {}
+    phases = [(params.freeze_epochs, False, params.learning_rate),
+              (params.epochs - params.freeze_epochs, True,
+               params.fine_tune_learning_rate if params.freeze_epochs else params.learning_rate)]
+    done = 0
+    for epochs, backbone_trainable, learning_rate in phases:
+        if not epochs or (done and stopper.stopped_epoch):
+            continue
+        models.set_backbone_trainable(fitted_model, backbone_trainable)
+        _compile(fitted_model, learning_rate, epochs * steps)  # recompiling applies the new trainable flags
+        # one EarlyStopping across phases: its best weights and patience carry on
+        stopper.on_train_begin = lambda logs=None: None if done else type(stopper).on_train_begin(stopper, logs)
+        run = fitted_model.fit(train_data, validation_data=val_data, initial_epoch=done, epochs=done + epochs,
+                        verbose=2, callbacks=callbacks)
+        for key, values in run.history.items():
+            history.setdefault(key, []).extend(values)
+        done += len(run.history["loss"])
+    models.set_backbone_trainable(model, True)
+    best = int(np.argmax(history["val_auc"]))
     return model, {
-        "epochs": len(history.history["loss"]),
+        "epochs": len(history["loss"]),
         "best_epoch": best + 1,
-        "val_roc_auc": round(float(history.history["val_auc"][best]), 6),
-        "val_loss": round(float(history.history["val_loss"][best]), 6),
+        "val_roc_auc": round(float(history["val_auc"][best]), 6),
+        "val_loss": round(float(history["val_loss"][best]), 6),
         "train_images_per_second": round(throughput.steady_rate(), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "device": device_name(),

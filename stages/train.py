@@ -21,13 +21,16 @@ def main() -> None:
     params = load_section("train")
     from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
 
+    # Starting weights first: a missing file or an offline ImageNet download fails before any data.
+    model = training.build_model(params)
     catalog = records.load_catalog(PROCESSED)
     check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
                        str(PROCESSED), "rerun preprocess on a fuller dataset")
-    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE))
+    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE), model)
     modelfile.save(model, MODEL, meta={
         "model": params.model,
         "image_size": params.image_size,
+        **training.inference_rule(params),
         "input": "RGB, float32 in [0, 255], square",
         "stored_image_size": catalog["image_size"],
         "train_params": as_dict(params),

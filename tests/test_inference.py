@@ -60,6 +60,28 @@ def test_the_scorer_applies_the_models_rule_in_any_batch_size(tmp_path):
     assert scorer.score(images[:0]).shape == (0,)
 
 
+def test_the_patch_grid_rule_scores_the_mean_logit_of_the_grid(tmp_path):
+    from deepfake_detector import models
+
+    keras.utils.set_random_seed(3)
+    model = models.build("texture_cnn", None)
+    modelfile.save(model, tmp_path / "m.keras", {"image_size": 40, "inference": "patch_grid", "patch_size": 16})
+    scorer = inference.Scorer.load(tmp_path / "m.keras")
+    images = np.random.default_rng(1).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    tiles = [images[:, y:y + 16, x:x + 16] for y in (0, 16) for x in (0, 16)]  # the 8-px remainder is left out
+    p = np.stack([model.predict_on_batch(t.astype(np.float32)).reshape(-1) for t in tiles], axis=1)
+    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
+    np.testing.assert_allclose(scorer.score(images, 2), expected, rtol=1e-4)
+    whole = model.predict_on_batch(images.astype(np.float32)).reshape(-1)
+    assert not np.allclose(scorer.score(images), whole, rtol=1e-3)  # the rule, not the whole image
+
+
+def test_a_patch_grid_model_without_a_patch_size_is_refused(tmp_path):
+    _linear_model(tmp_path / "m.keras", {"inference": "patch_grid"})
+    with pytest.raises(UserError, match="patch_size"):
+        inference.Scorer.load(tmp_path / "m.keras")
+
+
 def test_a_model_with_an_unknown_inference_rule_is_refused(tmp_path):
     _linear_model(tmp_path / "m.keras", {"inference": "pooled_crops"})
     with pytest.raises(UserError, match="newer version") as refused:

@@ -62,3 +62,30 @@ def test_missing_section_and_file(tmp_path):
         load_section("train", tmp_path / "params.yaml")
     with pytest.raises(ParamError, match="not found"):
         load_section("train", tmp_path / "nope.yaml")
+
+
+def test_one_flag_selects_the_real_faces_recipe(tmp_path):
+    train = load_section("train", write(tmp_path, "train", recipe="real_faces"))
+    shipped = load_section("train", ROOT / "params.yaml")
+    bundle = shipped.recipes["real_faces"]
+    assert train.model == bundle["model"] == "residual_cooc" and train.image_size == bundle["image_size"]
+    assert train.augment.jpeg_probability == bundle["augment"]["jpeg_probability"]
+    assert "cutout_fraction" not in bundle["augment"]
+    assert train.augment.cutout_fraction == shipped.augment.cutout_fraction  # left out: kept
+    assert train.seed == shipped.seed
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"recipe": "fast"}, "train.recipe must be one of default, real_faces"),
+    ({"recipes__real_faces__epoch": 3, "recipe": "real_faces"}, "unknown key train.recipes.real_faces.epoch"),
+    ({"recipes__real_faces__epochs": -1, "recipe": "real_faces"}, "train.epochs"),
+    ({"weights": "start.h5"}, "train.weights must be none, imagenet, or the path of a .keras or .weights.h5"),
+    ({"weights": "imagenet", "model": "compact_cnn"}, "compact_cnn has no ImageNet weights"),
+    ({"patch_size": 64}, "needs a fully convolutional model (texture_cnn)"),
+    ({"inference": "patch_grid"}, "train.inference=patch_grid needs train.patch_size > 0"),
+    ({"freeze_epochs": 10}, "train.freeze_epochs (10) must be below train.epochs (10)"),
+])
+def test_train_keys_that_depend_on_each_other_fail_in_one_line(tmp_path, changes, named):
+    with pytest.raises(ParamError) as caught:
+        load_section("train", write(tmp_path, "train", **changes))
+    assert named in str(caught.value) and "\n" not in str(caught.value)

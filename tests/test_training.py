@@ -14,8 +14,16 @@ import keras  # noqa: E402
 from deepfake_detector import augment, modelfile, models, paths, records, training  # noqa: E402
 from deepfake_detector.files import write_json  # noqa: E402
 
-AUGMENT = types.SimpleNamespace(flip=True, jpeg_probability=0.5, jpeg_quality=[60, 95],
-                                blur_probability=0.5, blur_sigma=[0.3, 1.2])
+NO_AUGMENT = dict(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95], blur_probability=0.0,
+                  blur_sigma=[0.3, 1.2], colour_probability=0.0, colour_strength=0.2, rescale_probability=0.0,
+                  rescale_range=[0.5, 0.9], cutout_probability=0.0, cutout_fraction=0.25)
+
+
+def augment_params(**changes) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**{**NO_AUGMENT, **changes})
+
+
+AUGMENT = augment_params(flip=True, jpeg_probability=0.5, blur_probability=0.5)
 
 
 def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) -> dict:
@@ -41,8 +49,7 @@ def epoch_indices(folder, catalog, cache_images: int, augment_params=AUGMENT):
 @pytest.mark.parametrize("budget, expect_cached", [(1000, 40), (20, 16), (0, 0)])
 def test_every_image_once_per_epoch_whatever_the_cache_budget(tmp_path, budget, expect_cached):
     catalog = write_records(tmp_path)
-    no_aug = types.SimpleNamespace(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95],
-                                   blur_probability=0.0, blur_sigma=[0.3, 1.2])
+    no_aug = augment_params()
     seen, cached = epoch_indices(tmp_path, catalog, budget, no_aug)
     assert cached == expect_cached  # whole shards of 8 that fit
     assert seen == list(range(40))
@@ -65,13 +72,41 @@ def test_resize_to_the_model_size(tmp_path):
 def test_augmentation_is_seeded_and_changes_pixels():
     rng = np.random.default_rng(0)
     image = tf.constant(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    apply = augment.make_augment(types.SimpleNamespace(flip=True, jpeg_probability=1.0, jpeg_quality=[50, 60],
-                                                       blur_probability=1.0, blur_sigma=[1.0, 1.0]))
+    apply = augment.make_augment(augment_params(flip=True, jpeg_probability=1.0, jpeg_quality=[50, 60],
+                                                blur_probability=1.0, blur_sigma=[1.0, 1.0]))
     first, again = apply(image, tf.constant([1, 2])), apply(image, tf.constant([1, 2]))
     assert first.dtype == tf.uint8 and first.shape == image.shape
     assert np.array_equal(first, again)
     assert not np.array_equal(first, image)
     assert float(tf.math.reduce_std(tf.cast(first, tf.float32))) < float(tf.math.reduce_std(tf.cast(image, tf.float32)))
+
+
+@pytest.mark.parametrize("kind", ["colour", "rescale", "cutout"])
+def test_each_new_augmentation_is_seeded_and_does_what_it_says(kind):
+    image = tf.constant(np.random.default_rng(0).integers(40, 216, (32, 32, 3), dtype=np.uint8))
+    apply = augment.make_augment(augment_params(**{f"{kind}_probability": 1.0, "colour_strength": 0.5,
+                                                   "rescale_range": [0.5, 0.5], "cutout_fraction": 0.25}))
+    first, again = apply(image, tf.constant([3, 4])), apply(image, tf.constant([3, 4]))
+    assert first.dtype == tf.uint8 and first.shape == image.shape and np.array_equal(first, again)
+    changed = np.any(first.numpy() != image.numpy(), axis=-1)
+    if kind == "cutout":  # one 8x8 mid-grey square, the rest untouched
+        assert changed.sum() == 64 and (first.numpy()[changed] == 128).all()
+    elif kind == "rescale":  # pixel-scale detail is what a downscale loses
+        def detail(x):
+            return float(np.abs(np.diff(np.asarray(x, np.float32), axis=0)).mean())
+        assert detail(first) < 0.7 * detail(image)
+    else:
+        assert changed.mean() > 0.9
+
+
+def test_patch_training_gives_every_image_k_random_crops_per_epoch(tmp_path):
+    catalog = write_records(tmp_path)
+    data, _ = training.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1,
+                                     patch_size=16, patches_per_image=3)
+    batches = list(data)
+    assert all(images.shape[1:] == (16, 16, 3) for images, _ in batches)
+    seen = [int(round(float(tf.reduce_mean(img)) / 5)) for images, _ in batches for img in images]
+    assert sorted(seen) == sorted(list(range(40)) * 3)
 
 
 BIG_BACKBONES = ("efficientnet_b0", "xception")  # several seconds each on 2 cores
