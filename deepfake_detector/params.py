@@ -128,6 +128,8 @@ SCHEMA: dict[str, dict] = {
             "blur_probability": Float(0.0, 1.0),
             "blur_sigma": Spec("float_range", 0.01, 10.0),
         },
+        "deterministic": BOOL,  # seeds + TensorFlow's deterministic kernels: identical reruns
+        "distribute": Choice("auto", "none", "mirrored", "multi_worker"),
     },
     "evaluate": {
         "batch_size": Int(1, 4096),

@@ -11,29 +11,19 @@ import logging
 import statistics
 import time
 
-import keras
-import numpy as np
-import tensorflow as tf
+from . import devices
 
-from . import augment, models, records
+tf = devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import augment, checkpoints, models, records  # noqa: E402
 
 log = logging.getLogger(__name__)
 STREAM_SHUFFLE = 2048  # shuffle buffer for records that don't fit the cache (decoded images)
 
 
-def device_name() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU"
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return f"GPU:{details.get('device_name', gpus[0].name)}" + (f" x{len(gpus)}" if len(gpus) > 1 else "")
-
-
-def use_mixed_precision(mode: str) -> bool:
-    """Mixed float16 pays off on GPUs only; on CPU it is slower and changes results."""
-    enabled = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
-    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
-    return enabled
+TIMING_KEYS = ("train_images_per_second", "wall_seconds")  # metrics/timing/train.json, not train.json
 
 
 def _cached_split(shards: list[dict], budget_images: int) -> int:
@@ -113,19 +103,64 @@ class Throughput(keras.callbacks.Callback):
         self.rates.append(self.images / max(self._last - self._start, 1e-9))
 
     def steady_rate(self) -> float:
+        if not self.rates:  # a resumed run that had no epoch left
+            return 0.0
         return statistics.median(self.rates[1:] if len(self.rates) > 1 else self.rates)
 
 
-def fit(folder, catalog: dict, params, live_dir: str) -> tuple[keras.Model, dict]:
-    """Train ``params.model`` on the records in ``folder``; returns (best model, train metrics)."""
+def cache_budget(params) -> int:
+    """How many decoded training images ``train.cache_ram_mb`` holds."""
+    return params.cache_ram_mb * 2**20 // (params.image_size ** 2 * 3)
+
+
+def feed_rate(folder, catalog: dict, params, epochs: int = 3) -> dict:
+    """Images per second of the training input alone (no model): the dataset ``fit`` reads, iterated
+    ``epochs`` times. The first epoch decodes and fills the cache; the steady rate is the median of
+    the others. ``benchmarks/gpu_check.py`` and ``benchmarks/feed_speed.py`` both measure this."""
+    data, cached = train_dataset(folder, catalog, params.image_size, params.batch_size, cache_budget(params),
+                                 params.augment, params.seed)
+    n_train = catalog["splits"]["train"]["records"]
+    rates = []
+    for _ in range(max(epochs, 2)):
+        start = time.perf_counter()
+        for _batch in data:
+            pass
+        rates.append(n_train / (time.perf_counter() - start))
+    return {"images": n_train, "cached_images": cached, "epochs": len(rates),
+            "first_epoch_images_per_second": round(rates[0], 1),
+            "steady_images_per_second": round(statistics.median(rates[1:]), 1)}
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One concise line per epoch (Keras' own progress output is off)."""
+
+    def __init__(self, epochs: int, throughput: Throughput):
+        super().__init__()
+        self.epochs, self.throughput = epochs, throughput
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = " ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "auc", "val_loss", "val_auc") if k in logs)
+        log.info("epoch %d/%d: %s, %.0f img/s", epoch + 1, self.epochs, shown, self.throughput.rates[-1])
+
+
+def fit(folder, catalog: dict, params, live_dir: str | None, checkpoint_dir=None,
+        run_key: str = "") -> tuple[keras.Model, dict]:
+    """Train ``params.model`` on the records in ``folder``; returns (best model, train metrics).
+
+    With ``checkpoint_dir`` every epoch is backed up there under ``run_key`` and a run killed
+    earlier resumes from its last finished epoch. The training data is one repeated dataset read
+    by one iterator, so a resumed run skips the finished epochs' batches and sees exactly the
+    batches (order and augmentation) that an uninterrupted run sees. ``live_dir`` None: no dvclive.
+    """
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     started = time.perf_counter()
-    keras.utils.set_random_seed(params.seed)
-    mixed = use_mixed_precision(params.mixed_precision)
-    bytes_per_image = params.image_size ** 2 * 3
-    train_budget = params.cache_ram_mb * 2**20 // bytes_per_image
+    strategy = devices.strategy(params.distribute)  # first: multi-worker must precede other TF work
+    devices.seed_everything(params.seed, params.deterministic)
+    mixed = devices.use_mixed_precision(params.mixed_precision)
+    train_budget = cache_budget(params)
     train_data, cached = train_dataset(folder, catalog, params.image_size, params.batch_size,
                                        train_budget, params.augment, params.seed)
     n_train = catalog["splits"]["train"]["records"]
@@ -133,33 +168,57 @@ def fit(folder, catalog: dict, params, live_dir: str) -> tuple[keras.Model, dict
     val_cache = cached == n_train and n_train + n_val <= train_budget
     val_data = eval_dataset(folder, catalog, "validation", params.image_size, params.batch_size,
                             cache=val_cache).map(lambda x, y, i: (x, y))
-    log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s", n_train, cached,
-             n_val, device_name(), ", mixed precision" if mixed else "")
-
-    model = models.build(params.model, params.image_size, params.weights)
     steps = int(np.ceil(n_train / params.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, params.epochs * steps,
-                                                      alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
-                  # XLA slows CPU training 2-9x; on a GPU it is worth it.
-                  jit_compile=bool(tf.config.list_physical_devices("GPU")))
+    initial_epoch = checkpoints.prepare(checkpoint_dir, run_key) if checkpoint_dir else 0
+    train_data = devices.shard_options(train_data.repeat().skip(initial_epoch * steps))
+    val_data = devices.shard_options(val_data)
+    log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s%s", n_train, cached,
+             n_val, devices.device_name(), ", mixed precision" if mixed else "",
+             devices.describe(strategy))
+
+    with strategy.scope():
+        model = models.build(params.model, params.image_size, params.weights)
+        schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, params.epochs * steps,
+                                                          alpha=0.05)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
+                      metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+                      # XLA slows CPU training 2-9x; on a GPU it is worth it.
+                      jit_compile=bool(devices.gpus()))
     throughput = Throughput(n_train)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", restore_best_weights=True,
-                                            patience=params.patience or params.epochs, verbose=1)
-    live = Live(dir=live_dir, dvcyaml=False, save_dvc_exp=False, report=None)
-    history = model.fit(train_data, validation_data=val_data, epochs=params.epochs, verbose=2,
-                        callbacks=[throughput, stopper, DVCLiveCallback(live=live)])
-    best = int(np.argmax(history.history["val_auc"]))
+                                            patience=params.patience or params.epochs)
+    callbacks = [throughput, stopper]
+    if live_dir:
+        callbacks.append(DVCLiveCallback(live=Live(dir=live_dir, dvcyaml=False, save_dvc_exp=False,
+                                                   report=None)))
+    if checkpoint_dir:
+        backup = checkpoints.EpochBackup(checkpoint_dir, stopper, replay=callbacks[2:])
+        callbacks.insert(2, backup)
+    if devices.is_chief():
+        callbacks.append(EpochLog(params.epochs, throughput))
+    stopped = bool(initial_epoch) and checkpoints.stopped_early(checkpoint_dir)
+    with devices.cluster_errors("training"):  # multi-worker: a dead worker is one clear line
+        model.fit(train_data, validation_data=val_data, epochs=initial_epoch if stopped else params.epochs,
+                  steps_per_epoch=steps, initial_epoch=initial_epoch, verbose=0, shuffle=False,
+                  callbacks=callbacks)
+    history = backup.history if checkpoint_dir else \
+        [dict(zip(model.history.history, row)) for row in zip(*model.history.history.values())]
+    val_auc = [entry["val_auc"] for entry in history]
+    best = int(np.argmax(val_auc))
+    log.info("train: best epoch %d of %d (validation ROC-AUC %.4f), its weights kept", best + 1,
+             len(history), val_auc[best])
     return model, {
-        "epochs": len(history.history["loss"]),
+        "epochs": len(history),
         "best_epoch": best + 1,
-        "val_roc_auc": round(float(history.history["val_auc"][best]), 6),
-        "val_loss": round(float(history.history["val_loss"][best]), 6),
+        "val_roc_auc": round(float(val_auc[best]), 6),
+        "val_loss": round(float(history[best]["val_loss"]), 6),
         "train_images_per_second": round(throughput.steady_rate(), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "device": device_name(),
+        "device": devices.device_name(),
         "parameters": int(model.count_params()),
         "cached_images": cached,
         "mixed_precision": mixed,
+        "resumed_from_epoch": initial_epoch,
+        "distribute": devices.describe(strategy).lstrip(", ") or "none",
+        "machine": devices.machine_facts(params.deterministic),
     }

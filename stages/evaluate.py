@@ -41,6 +41,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     params = load_section("evaluate")
+    from deepfake_detector import devices
+
+    devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
     from deepfake_detector import evaluation, inference, records
 
     scorer = inference.Scorer.load(MODEL)

@@ -12,19 +12,33 @@ import logging
 from deepfake_detector import check_both_classes, entrypoint
 from deepfake_detector.files import write_json
 from deepfake_detector.params import as_dict, load_section
-from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_LIVE, TRAIN_METRICS
+from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_CHECKPOINT, TRAIN_LIVE, TRAIN_METRICS, TRAIN_TIMING
 
 log = logging.getLogger("train")
 
 
 def main() -> None:
     params = load_section("train")
-    from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
+    from deepfake_detector import devices
+
+    devices.load_tensorflow()  # after the checks, and quietly (no CUDA-missing lines on a CPU)
+    from deepfake_detector import checkpoints, modelfile, records, training
 
     catalog = records.load_catalog(PROCESSED)
     check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
                        str(PROCESSED), "rerun preprocess on a fuller dataset")
-    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE))
+    chief = devices.is_chief()  # multi-worker: only the chief writes outputs and metrics
+    checkpoint = TRAIN_CHECKPOINT if chief else TRAIN_CHECKPOINT.with_name(
+        f"{TRAIN_CHECKPOINT.name}-worker{devices.worker_index()}")
+    key = checkpoints.run_key(as_dict(params), PROCESSED)
+    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE) if chief else None,
+                                  checkpoint, key)
+    timing = {name: metrics.pop(name) for name in training.TIMING_KEYS}
+    if not chief:
+        checkpoints.clear(checkpoint)
+        checkpoint.rmdir()
+        log.info("train: worker %d done (the chief writes the outputs)", devices.worker_index())
+        return
     modelfile.save(model, MODEL, meta={
         "model": params.model,
         "image_size": params.image_size,
@@ -34,7 +48,9 @@ def main() -> None:
         "train_metrics": metrics,
     })
     write_json(TRAIN_METRICS, metrics)
-    log.info("train: %s", metrics)
+    write_json(TRAIN_TIMING, timing)
+    checkpoints.clear(TRAIN_CHECKPOINT)  # only now: a kill before the model file was written resumes
+    log.info("train: %s", {**metrics, **timing})
 
 
 if __name__ == "__main__":
