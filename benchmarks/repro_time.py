@@ -30,7 +30,8 @@ def main() -> None:
             print(f"{stage}: {result['seconds']} s", file=sys.stderr)
         total = round(time.perf_counter() - started, 1)
         evaluation = json.loads((project / paths.EVAL_METRICS).read_text())
-        train = json.loads((project / paths.TRAIN_METRICS).read_text())
+        train = {**json.loads((project / paths.TRAIN_METRICS).read_text()),
+                 **json.loads((project / paths.TRAIN_TIMING).read_text())}
         data = json.loads((project / paths.DATA_METRICS).read_text())
         status = dvc("status", cwd=project).stdout.strip()
     emit({"total_seconds": total, "target_seconds": 180, "stages": stages,

@@ -74,10 +74,10 @@ def runs(tmp_path_factory) -> dict:
     resumed = run([DVC, "repro"], cwd=project, timeout=TIMEOUT)
     result = {"project": project, "killed_log": killed, "resumed_log": resumed.stdout + resumed.stderr,
               "resumed": snapshot(project)}
-    for run in ("forced_1", "forced_2"):
+    for name in ("forced_1", "forced_2"):
         forced = run([DVC, "repro", "--force", "--downstream", "train"], cwd=project, timeout=TIMEOUT)
-        result[run] = snapshot(project)
-        result[f"{run}_log"] = forced.stdout + forced.stderr
+        result[name] = snapshot(project)
+        result[f"{name}_log"] = forced.stdout + forced.stderr
     return result
 
 
@@ -93,6 +93,16 @@ def test_a_killed_train_stage_resumes_from_its_last_epoch(runs):
     assert list((runs["project"] / paths.TRAIN_CHECKPOINT).iterdir()) == []
     # the forced rerun had nothing to resume and said why
     assert "starting fresh (no checkpoint" in runs["forced_1_log"]
+
+
+def test_a_cpu_run_logs_one_device_line_and_one_line_per_epoch(runs):
+    log = runs["forced_1_log"]
+    lines = log.splitlines()  # train's and evaluate's output (dvc's stdout, then the stages' stderr)
+    assert "cuda" not in log.lower() and "onednn" not in log.lower() and "Warning" not in log, log
+    assert "absl" not in log and "I0000" not in log and "E0000" not in log, log
+    assert len([line for line in lines if "device CPU" in line]) == 1, log
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == [f"epoch {i}/{EPOCHS}" for i in range(1, EPOCHS + 1)]
 
 
 def test_reruns_are_identical_by_construction(runs):
@@ -113,8 +123,12 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(runs):
         {k: v for k, v in uninterrupted["train"].items() if k != "resumed_from_epoch"}
 
 
-def test_a_checkpoint_under_other_params_is_not_resumed(tmp_path):
+def test_a_checkpoint_under_other_params_is_not_resumed(tmp_path, caplog):
+    import logging
+
     from deepfake_detector import checkpoints
+
+    caplog.set_level(logging.INFO)
 
     data = tmp_path / "data"
     data.mkdir()
@@ -127,5 +141,6 @@ def test_a_checkpoint_under_other_params_is_not_resumed(tmp_path):
     assert checkpoints.prepare(folder, key) == 2
     (data / "a.tfrecord").write_bytes(b"other records")
     assert checkpoints.prepare(folder, checkpoints.run_key({"epochs": 4}, data)) == 0
+    assert "starting fresh: the checkpoint in" in caplog.text and "other params or data" in caplog.text
     assert not (folder / "backup").exists()
     assert checkpoints.run_key({"epochs": 5}, data) != checkpoints.run_key({"epochs": 4}, data)
