@@ -7,7 +7,11 @@ wall and CPU seconds of each whole run, and two costs: ``cost`` = 1 - median img
 ``cpu_cost`` = median CPU seconds on / off - 1. On a machine loaded by others the wall-clock rates
 swing with their load; CPU seconds don't, so ``cpu_cost`` is the figure to trust there.
 
-``python benchmarks/determinism_cost.py [--rounds 2] [--epochs 3] [--model mobilenet_v3_small]``
+``--compare onednn`` measures oneDNN instead: TF_ENABLE_ONEDNN_OPTS unset (on) against 0 (off), both
+deterministic ("deterministic" in the JSON then means oneDNN on, "not_deterministic" off).
+
+``python benchmarks/determinism_cost.py [--rounds 2] [--epochs 3] [--model mobilenet_v3_small]
+[--compare deterministic|onednn]``
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", default="mobilenet_v3_small")
     parser.add_argument("--train-images", type=int, default=800)
+    parser.add_argument("--compare", choices=("deterministic", "onednn"), default="deterministic")
     args = parser.parse_args()
     import tempfile
     from pathlib import Path
@@ -44,9 +49,11 @@ def main() -> None:
         runs = {True: [], False: []}
         for round_ in range(args.rounds):
             for deterministic in (True, False):
-                set_params(project, {"train.deterministic": deterministic})
+                onednn = args.compare == "onednn"
+                set_params(project, {"train.deterministic": deterministic or onednn})
+                env = project_env(**({"TF_ENABLE_ONEDNN_OPTS": "0"} if onednn and not deterministic else {}))
                 started = time.perf_counter()
-                proc = psutil.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=project_env())
+                proc = psutil.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env)
                 cpu = 0.0
                 while proc.poll() is None:  # CPU seconds of the process tree, sampled to the end
                     try:
@@ -64,7 +71,7 @@ def main() -> None:
                 print(f"round {round_ + 1} deterministic={deterministic}: {runs[deterministic][-1]}",
                       file=sys.stderr)
     median = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
-    emit({"model": args.model, "train_images": args.train_images, "epochs": args.epochs,
+    emit({"compare": args.compare, "model": args.model, "train_images": args.train_images, "epochs": args.epochs,
           "deterministic": {"runs": runs[True], "median_images_per_second": median[True]},
           "not_deterministic": {"runs": runs[False], "median_images_per_second": median[False]},
           "cost": round(1 - median[True] / median[False], 3),

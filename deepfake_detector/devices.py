@@ -131,8 +131,11 @@ def onednn_enabled() -> bool:
 def machine_facts(deterministic: bool) -> dict:
     """What decides the exact numbers of a run besides params and data (recorded in train.json)."""
     tf = load_tensorflow()
-    return {"cpu_isa": cpu_isa(), "tensorflow": tf.__version__, "onednn": onednn_enabled(),
-            "deterministic": deterministic}
+    facts = {"cpu_isa": cpu_isa(), "tensorflow": tf.__version__, "onednn": onednn_enabled(),
+             "deterministic": deterministic}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # a cap on the kernels oneDNN picks (emulates an older CPU)
+        facts["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    return facts
 
 
 # -- tf.distribute --------------------------------------------------------------------------------
