@@ -189,6 +189,13 @@ def strategy(mode: str):
         # CPU replicas (logical CPU devices, as in the tests) reduce on one device: NCCL needs GPUs
         names = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    if not os.environ.get("DEEPFAKE_TRY_MULTI_WORKER"):
+        # The workers join (bounded below), but Keras 3's fit then fails on the distributed batches
+        # ("unsupported type PerReplica"), as TensorFlow's own multi-worker tutorial does:
+        # keras-team/keras#20585. Refuse before any work rather than fail after the cluster forms.
+        raise ParamError("params.yaml: train.distribute=multi_worker does not work with Keras 3 yet "
+                         f"(Keras {__import__('keras').__version__}: keras-team/keras#20585); use mirrored "
+                         "(several GPUs on one machine) or none")
     config = tf_config()
     if not config.get("cluster") or not config.get("task"):
         raise ParamError("params.yaml: train.distribute=multi_worker needs the TF_CONFIG environment "
@@ -201,7 +208,7 @@ def strategy(mode: str):
 
 def _configure_coordination(tf, config: dict) -> None:
     """MultiWorkerMirroredStrategy waits for every worker without limit by default; bound it."""
-    from tensorflow.core.protobuf import coordination_config_pb2
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.eager import context
 
     leader = "chief" if "chief" in config["cluster"] else "worker"
