@@ -72,6 +72,11 @@ def stopped_early(folder: Path) -> bool:
     return bool(read_json(Path(folder) / STATE_FILE).get("stopped_early"))
 
 
+def _rng_states(model: keras.Model) -> list:
+    """The layers' random-generator states (dropout masks): model variables, but not in its weights."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 class EpochBackup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore plus the per-epoch logs and early stopping's state. Put it after the
     ``EarlyStopping`` it restores and before callbacks that replay ``history``."""
@@ -88,6 +93,8 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
             return
         state = read_json(self.folder / STATE_FILE)
         self.history = state["history"][:epoch]
+        for variable, value in zip(_rng_states(self.model), state["rng"], strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout's RNG: not in the weights
         values = [entry[self.stopper.monitor] for entry in self.history]
         best = int(np.argmax(values) if self.stopper.mode == "max" else np.argmin(values))
         self.stopper.best, self.stopper.best_epoch = values[best], best
@@ -110,5 +117,6 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
             np.savez(tmp, epoch=epoch, **arrays)
             tmp.replace(self.folder / BEST_FILE)
         write_json(self.folder / STATE_FILE, {"history": self.history,
-                                              "stopped_early": bool(self.model.stop_training)})
+                                              "stopped_early": bool(self.model.stop_training),
+                                              "rng": [np.asarray(v).tolist() for v in _rng_states(self.model)]})
         super().on_epoch_end(epoch, logs)  # weights, then the epoch reached: the commit point
