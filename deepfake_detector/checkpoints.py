@@ -58,13 +58,19 @@ def prepare(folder: Path, key: str) -> int:
     return epoch
 
 
+NOTE_FILE = "README.txt"
+
+
 def clear(folder: Path) -> None:
-    """Remove every checkpoint file; the folder itself stays (DVC declares it as an output)."""
+    """Remove every checkpoint file. The folder stays (DVC declares it as an output) with a note in
+    it: DVC warns about an empty output folder."""
     folder = Path(folder)
     if folder.is_dir():
         for child in folder.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / NOTE_FILE).write_text("No checkpoint: the last training run finished. A killed run leaves its "
+                                    "last finished epoch here, and `dvc repro` resumes from it.\n")
 
 
 def stopped_early(folder: Path) -> bool:

@@ -8,6 +8,7 @@ that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_liv
 from __future__ import annotations
 
 import logging
+import shutil
 
 from deepfake_detector import check_both_classes, entrypoint
 from deepfake_detector.files import write_json
@@ -35,8 +36,7 @@ def main() -> None:
                                   checkpoint, key)
     timing = {name: metrics.pop(name) for name in training.TIMING_KEYS}
     if not chief:
-        checkpoints.clear(checkpoint)
-        checkpoint.rmdir()
+        shutil.rmtree(checkpoint, ignore_errors=True)  # a worker's own, never a DVC output
         log.info("train: worker %d done (the chief writes the outputs)", devices.worker_index())
         return
     modelfile.save(model, MODEL, meta={
