@@ -22,6 +22,7 @@ def mixed_precision():
     assert devices.use_mixed_precision("on")
     yield
     devices.use_mixed_precision("off")
+    keras.backend.clear_session()  # layer-name counters back: later tests look layers up by name
 
 
 def test_mixed_precision_forced_on_trains_finite_and_outputs_float32(mixed_precision, tmp_path):
