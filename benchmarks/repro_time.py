@@ -40,7 +40,8 @@ def main() -> None:
             rounds = alternate({"decode": decode}, 3)["decode"]
         decode_rate = statistics.median(r["items_per_second"] for r in rounds)
         evaluation = json.loads((project / paths.EVAL_METRICS).read_text())
-        train = json.loads((project / paths.TRAIN_METRICS).read_text())
+        train = {**json.loads((project / paths.TRAIN_METRICS).read_text()),
+                 **json.loads((project / paths.TRAIN_TIMING).read_text())}
         data = json.loads((project / paths.DATA_METRICS).read_text())
         status = dvc("status", cwd=project).stdout.strip()
     emit({"total_seconds": total, "target_seconds": 180, "machine": machine(),

@@ -32,7 +32,8 @@ from deepfake_detector.params import load_section
 def accuracy(project: Path, model: str, seed: int, learning_rate: float) -> dict:
     set_params(project, {"train.model": model, "train.seed": seed, "train.learning_rate": learning_rate})
     timed([str(Path(sys.executable).parent / "dvc"), "repro", "evaluate"], cwd=project)
-    train = json.loads((project / paths.TRAIN_METRICS).read_text())
+    train = {**json.loads((project / paths.TRAIN_METRICS).read_text()),
+             **json.loads((project / paths.TRAIN_TIMING).read_text())}
     test = json.loads((project / paths.EVAL_METRICS).read_text())["test"]
     return {"seed": seed, "learning_rate": learning_rate, "test_roc_auc": round(test["roc_auc"], 4),
             "test_balanced_accuracy": round(test["balanced_accuracy"], 4),

@@ -147,6 +147,8 @@ SCHEMA: dict[str, dict] = {
         "inference": Choice("whole_image", "patch_grid"),
         "recipe": STR,  # default | a name in train.recipes
         "recipes": Spec("recipes"),  # name -> train keys it sets
+        "deterministic": BOOL,  # seeds + TensorFlow's deterministic kernels: identical reruns
+        "distribute": Choice("auto", "none", "mirrored", "multi_worker"),
     },
     "evaluate": {
         "batch_size": Int(1, 4096),

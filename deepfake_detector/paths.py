@@ -23,6 +23,7 @@ MANIFEST = PROCESSED / MANIFEST_FILE
 
 # train
 MODEL = Path("models/model.keras")
+TRAIN_CHECKPOINT = Path("models/train_checkpoint")  # the last finished epoch of a killed run (persist)
 
 # evaluate: the Validation threshold beside the model, with the model file's sha256 (predict reads it)
 THRESHOLD_SUFFIX = ".threshold.json"  # any model file M has its threshold in M + this
@@ -33,5 +34,6 @@ PREDICTIONS = Path("data/eval/predictions.csv")
 DATA_METRICS = Path("metrics/data.json")
 TRAIN_METRICS = Path("metrics/train.json")
 TRAIN_LIVE = Path("metrics/train_live")  # dvclive's per-epoch curves
+TRAIN_TIMING = Path("metrics/timing/train.json")  # speed figures: they differ on every run
 EVAL_METRICS = Path("metrics/eval.json")
 PLOTS = Path("metrics/plots")

@@ -11,29 +11,19 @@ import logging
 import statistics
 import time
 
-import keras
-import numpy as np
-import tensorflow as tf
+from . import devices
 
-from . import augment, catalog as model_catalog, models, records
+tf = devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import augment, catalog as model_catalog, checkpoints, models, records  # noqa: E402
 
 log = logging.getLogger(__name__)
 STREAM_SHUFFLE = 2048  # shuffle buffer for records that don't fit the cache (decoded images)
 
 
-def device_name() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU"
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return f"GPU:{details.get('device_name', gpus[0].name)}" + (f" x{len(gpus)}" if len(gpus) > 1 else "")
-
-
-def use_mixed_precision(mode: str) -> bool:
-    """Mixed float16 pays off on GPUs only; on CPU it is slower and changes results."""
-    enabled = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
-    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
-    return enabled
+TIMING_KEYS = ("train_images_per_second", "wall_seconds")  # metrics/timing/train.json, not train.json
 
 
 def _cached_split(shards: list[dict], budget_images: int) -> int:
@@ -126,14 +116,45 @@ class Throughput(keras.callbacks.Callback):
         self.rates.append(self.images / max(self._last - self._start, 1e-9))
 
     def steady_rate(self) -> float:
+        if not self.rates:  # a resumed run that had no epoch left
+            return 0.0
         return statistics.median(self.rates[1:] if len(self.rates) > 1 else self.rates)
 
 
-def build_model(params) -> keras.Model:
-    """The model to train, with its starting weights (ImageNet, or a file): called at stage start,
-    before any data is read, so a missing weights file or an offline download fails first."""
+
+
+def cache_budget(params) -> int:
+    """How many decoded training images ``train.cache_ram_mb`` holds."""
+    return params.cache_ram_mb * 2**20 // (params.image_size ** 2 * 3)
+
+
+def feed_rate(folder, catalog: dict, params, epochs: int = 3) -> dict:
+    """Images per second of the training input alone (no model): the dataset ``fit`` reads, iterated
+    ``epochs`` times. The first epoch decodes and fills the cache; the steady rate is the median of
+    the others. ``benchmarks/gpu_check.py`` and ``benchmarks/feed_speed.py`` both measure this."""
+    data, cached = train_dataset(folder, catalog, params.image_size, params.batch_size, cache_budget(params),
+                                 params.augment, params.seed)
+    n_train = catalog["splits"]["train"]["records"]
+    rates = []
+    for _ in range(max(epochs, 2)):
+        start = time.perf_counter()
+        for _batch in data:
+            pass
+        rates.append(n_train / (time.perf_counter() - start))
+    return {"images": n_train, "cached_images": cached, "epochs": len(rates),
+            "first_epoch_images_per_second": round(rates[0], 1),
+            "steady_images_per_second": round(statistics.median(rates[1:]), 1)}
+
+
+def build_model(params, strategy=None) -> keras.Model:
+    """The model to train, with its starting weights (ImageNet, or a file). The stage calls it before
+    any data is read, so a missing weights file or an offline download fails first. Seeds and the
+    precision policy are set here because the initial weights and the layers' dtypes depend on them."""
+    devices.seed_everything(params.seed, params.deterministic)
+    devices.use_mixed_precision(params.mixed_precision)
     size = None if params.patch_size else params.image_size  # patches and whole images alike
-    return models.build(params.model, size, params.weights)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return models.build(params.model, size, params.weights)
 
 
 def inference_rule(params) -> dict:
@@ -178,24 +199,46 @@ def _compile(model: keras.Model, learning_rate, steps: int, alpha: float = 0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
                   # XLA slows CPU training 2-9x; on a GPU it is worth it.
-                  jit_compile=bool(tf.config.list_physical_devices("GPU")))
+                  jit_compile=bool(devices.gpus()))
 
 
-def fit(folder, catalog: dict, params, live_dir: str, model: keras.Model | None = None) -> tuple[keras.Model, dict]:
-    """Train ``params.model`` (or ``model``, from ``build_model``) on the records in ``folder``;
-    returns (best model, train metrics).
+class EpochLog(keras.callbacks.Callback):
+    """One concise line per epoch (Keras' own progress output is off)."""
+
+    def __init__(self, epochs: int, throughput: Throughput):
+        super().__init__()
+        self.epochs, self.throughput = epochs, throughput
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = " ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "auc", "val_loss", "val_auc") if k in logs)
+        log.info("epoch %d/%d: %s, %.0f img/s", epoch + 1, self.epochs, shown, self.throughput.rates[-1])
+
+
+def fit(folder, catalog: dict, params, live_dir: str | None, model: keras.Model | None = None,
+        strategy=None, checkpoint_dir=None, run_key: str = "") -> tuple[keras.Model, dict]:
+    """Train ``params.model`` (or ``model``, from ``build_model`` under ``strategy``) on the records
+    in ``folder``; returns (best model, train metrics). ``live_dir`` None: no dvclive.
 
     ``freeze_epochs`` > 0: those epochs train the head alone at ``learning_rate``, then the whole
     model trains for the rest at ``fine_tune_learning_rate``. Early stopping watches Validation
-    ROC-AUC over both phases and keeps the best weights."""
+    ROC-AUC over both phases and keeps the best weights.
+
+    With ``checkpoint_dir`` every epoch is backed up there under ``run_key`` and a run killed
+    earlier resumes from its last finished epoch. The training data is one repeated dataset, so a
+    resumed run skips the finished epochs' batches and sees exactly the batches (order and
+    augmentation) that an uninterrupted run sees. Two-phase fine-tuning is not resumed (the optimizer
+    changes between phases): with ``freeze_epochs`` > 0 a killed run starts again.
+    """
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     started = time.perf_counter()
-    keras.utils.set_random_seed(params.seed)
-    mixed = use_mixed_precision(params.mixed_precision)
-    bytes_per_image = params.image_size ** 2 * 3
-    train_budget = params.cache_ram_mb * 2**20 // bytes_per_image
+    strategy = strategy or devices.strategy(params.distribute)  # first: multi-worker precedes other TF work
+    if model is None:
+        model = build_model(params, strategy)
+    mixed = keras.mixed_precision.global_policy().name == "mixed_float16"
+    train_budget = cache_budget(params)
     per_image = params.patches_per_image if params.patch_size else 1
     train_data, cached = train_dataset(folder, catalog, params.image_size, params.batch_size,
                                        train_budget, params.augment, params.seed,
@@ -205,50 +248,72 @@ def fit(folder, catalog: dict, params, live_dir: str, model: keras.Model | None 
     val_cache = cached == n_train and n_train + n_val <= train_budget
     val_data = eval_dataset(folder, catalog, "validation", params.image_size, params.batch_size,
                             cache=val_cache).map(lambda x, y, i: (x, y))
-    log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s", n_train, cached,
-             n_val, device_name(), ", mixed precision" if mixed else "")
+    log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s%s", n_train, cached,
+             n_val, devices.device_name(), ", mixed precision" if mixed else "", devices.describe(strategy))
 
-    if model is None:
-        model = build_model(params)
     fitted_model = model
     features = model_catalog.MODELS[params.model].fixed_features
     if features:  # extract once, then epochs cost only the head's steps
         fitted_model, train_data, val_data = _on_fixed_features(model, features, train_data, val_data,
                                                                 params.batch_size, params.seed)
     steps = int(np.ceil(n_train * per_image / params.batch_size))
+    if checkpoint_dir and params.freeze_epochs:
+        log.info("train: no checkpoints for two-phase fine-tuning (freeze_epochs > 0); a killed run starts again")
+        checkpoints.clear(checkpoint_dir)
+        checkpoint_dir = None
+    initial_epoch = checkpoints.prepare(checkpoint_dir, run_key) if checkpoint_dir else 0
     throughput = Throughput(n_train * per_image)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", restore_best_weights=True,
-                                            patience=params.patience or params.epochs, verbose=1)
-    live = Live(dir=live_dir, dvcyaml=False, save_dvc_exp=False, report=None)
-    callbacks = [throughput, stopper, DVCLiveCallback(live=live)]
-    history: dict[str, list] = {}
-    phases = [(params.freeze_epochs, False, params.learning_rate),
-              (params.epochs - params.freeze_epochs, True,
+                                            patience=params.patience or params.epochs)
+    callbacks = [throughput, stopper]
+    if live_dir:
+        callbacks.append(DVCLiveCallback(live=Live(dir=live_dir, dvcyaml=False, save_dvc_exp=False,
+                                                   report=None)))
+    backup = None
+    if checkpoint_dir:
+        backup = checkpoints.EpochBackup(checkpoint_dir, stopper, replay=callbacks[2:])
+        callbacks.insert(2, backup)
+    if devices.is_chief():
+        callbacks.append(EpochLog(params.epochs, throughput))
+    stopped = bool(initial_epoch) and checkpoints.stopped_early(checkpoint_dir)
+    phases = [(0, params.freeze_epochs, False, params.learning_rate),
+              (params.freeze_epochs, params.epochs, True,
                params.fine_tune_learning_rate if params.freeze_epochs else params.learning_rate)]
-    done = 0
-    for epochs, backbone_trainable, learning_rate in phases:
-        if not epochs or (done and stopper.stopped_epoch):
+    rows: list[dict] = []
+    for start, end, backbone_trainable, learning_rate in phases:
+        begin = max(start, initial_epoch)
+        if start == end or begin > end or (rows and stopper.stopped_epoch):
             continue
         models.set_backbone_trainable(fitted_model, backbone_trainable)
-        _compile(fitted_model, learning_rate, epochs * steps)  # recompiling applies the new trainable flags
+        with strategy.scope():  # recompiling applies the new trainable flags
+            _compile(fitted_model, learning_rate, (end - start) * steps)
         # one EarlyStopping across phases: its best weights and patience carry on
-        stopper.on_train_begin = lambda logs=None: None if done else type(stopper).on_train_begin(stopper, logs)
-        run = fitted_model.fit(train_data, validation_data=val_data, initial_epoch=done, epochs=done + epochs,
-                        verbose=2, callbacks=callbacks)
-        for key, values in run.history.items():
-            history.setdefault(key, []).extend(values)
-        done += len(run.history["loss"])
+        stopper.on_train_begin = lambda logs=None, first=not rows: \
+            type(stopper).on_train_begin(stopper, logs) if first else None
+        phase_data = devices.shard_options(train_data.repeat().skip(begin * steps))
+        with devices.cluster_errors("training"):  # multi-worker: a dead worker is one clear line
+            run = fitted_model.fit(phase_data, validation_data=devices.shard_options(val_data),
+                                   epochs=initial_epoch if stopped else end, steps_per_epoch=steps, initial_epoch=begin, verbose=0,
+                                   shuffle=False, callbacks=callbacks)
+        rows += [dict(zip(run.history, row)) for row in zip(*run.history.values())]
     models.set_backbone_trainable(model, True)
-    best = int(np.argmax(history["val_auc"]))
+    history = backup.history if backup else rows
+    val_auc = [entry["val_auc"] for entry in history]
+    best = int(np.argmax(val_auc))
+    log.info("train: best epoch %d of %d (validation ROC-AUC %.4f), its weights kept", best + 1,
+             len(history), val_auc[best])
     return model, {
-        "epochs": len(history["loss"]),
+        "epochs": len(history),
         "best_epoch": best + 1,
-        "val_roc_auc": round(float(history["val_auc"][best]), 6),
-        "val_loss": round(float(history["val_loss"][best]), 6),
+        "val_roc_auc": round(float(val_auc[best]), 6),
+        "val_loss": round(float(history[best]["val_loss"]), 6),
         "train_images_per_second": round(throughput.steady_rate(), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "device": device_name(),
+        "device": devices.device_name(),
         "parameters": int(model.count_params()),
         "cached_images": cached,
         "mixed_precision": mixed,
+        "resumed_from_epoch": initial_epoch,
+        "distribute": devices.describe(strategy).lstrip(", ") or "none",
+        "machine": devices.machine_facts(params.deterministic),
     }

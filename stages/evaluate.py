@@ -72,6 +72,9 @@ def beyond_one_number(scorer, catalog: dict, scored: dict, threshold: float, par
 
 def main() -> None:
     params = load_section("evaluate", extra_checks=check)
+    from deepfake_detector import devices
+
+    devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
     from deepfake_detector import evaluation, inference, records
 
     scorer = inference.Scorer.load(MODEL)

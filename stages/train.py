@@ -8,25 +8,40 @@ that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_liv
 from __future__ import annotations
 
 import logging
+import shutil
 
 from deepfake_detector import check_both_classes, entrypoint
 from deepfake_detector.files import write_json
 from deepfake_detector.params import as_dict, load_section
-from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_LIVE, TRAIN_METRICS
+from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_CHECKPOINT, TRAIN_LIVE, TRAIN_METRICS, TRAIN_TIMING
 
 log = logging.getLogger("train")
 
 
 def main() -> None:
     params = load_section("train")
-    from deepfake_detector import modelfile, records, training  # TensorFlow loads after the checks
+    from deepfake_detector import devices
+
+    devices.load_tensorflow()  # after the checks, and quietly (no CUDA-missing lines on a CPU)
+    from deepfake_detector import checkpoints, modelfile, records, training
 
     # Starting weights first: a missing file or an offline ImageNet download fails before any data.
-    model = training.build_model(params)
+    strategy = devices.strategy(params.distribute)  # before other TF work (multi-worker needs that)
+    model = training.build_model(params, strategy)
     catalog = records.load_catalog(PROCESSED)
     check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
                        str(PROCESSED), "rerun preprocess on a fuller dataset")
-    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE), model)
+    chief = devices.is_chief()  # multi-worker: only the chief writes outputs and metrics
+    checkpoint = TRAIN_CHECKPOINT if chief else TRAIN_CHECKPOINT.with_name(
+        f"{TRAIN_CHECKPOINT.name}-worker{devices.worker_index()}")
+    key = checkpoints.run_key(as_dict(params), PROCESSED)
+    model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE) if chief else None,
+                                  model, strategy, checkpoint, key)
+    timing = {name: metrics.pop(name) for name in training.TIMING_KEYS}
+    if not chief:
+        shutil.rmtree(checkpoint, ignore_errors=True)  # a worker's own, never a DVC output
+        log.info("train: worker %d done (the chief writes the outputs)", devices.worker_index())
+        return
     modelfile.save(model, MODEL, meta={
         "model": params.model,
         "image_size": params.image_size,
@@ -37,7 +52,9 @@ def main() -> None:
         "train_metrics": metrics,
     })
     write_json(TRAIN_METRICS, metrics)
-    log.info("train: %s", metrics)
+    write_json(TRAIN_TIMING, timing)
+    checkpoints.clear(TRAIN_CHECKPOINT)  # only now: a kill before the model file was written resumes
+    log.info("train: %s", {**metrics, **timing})
 
 
 if __name__ == "__main__":
