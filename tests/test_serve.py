@@ -216,3 +216,11 @@ def test_on_loopback_only_loopback_host_names_are_answered(service):
     with TestClient(webapp.build(service, list(webapp.LOOPBACK)), base_url="http://127.0.0.1:8000") as local:
         assert local.get("/api/health").status_code == 200
         assert local.get("/api/health", headers={"host": "rebound.example:8000"}).status_code == 400
+
+
+def test_the_command_has_help_and_a_missing_model_is_one_line(trained):
+    code, _, err = run_cli(trained, "serve", "--model", "models/none.keras")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: models/none.keras: no such model file; train one with `dvc repro train`"]
+    code, out, _ = run_cli(trained, "serve", "--help")
+    assert code == 0 and "--max-video-seconds" in out and "127.0.0.1" in out
