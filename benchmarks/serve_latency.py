@@ -20,7 +20,6 @@ requests/urllib3 set it):
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import socket
@@ -35,14 +34,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import emit, project_env  # noqa: E402
+from benchmarks.harness import emit, model_arguments, project_env, untrained_model  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
-import yaml  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 BOUNDARY = "serve-latency-boundary"
 
@@ -121,7 +118,8 @@ def server_cpu(process: psutil.Process) -> float:
 def start_server(model: Path, port: int) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "deepfake-detector"), "serve", "--model", str(model),
                "--threshold", "0.5", "--port", str(port)]
-    process = subprocess.Popen(command, env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = model.with_name("serve.log")  # a file, not a pipe nobody reads while the server runs
+    process = subprocess.Popen(command, env=project_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -131,26 +129,20 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
                 return process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"serve did not start: {process.stderr.read()[-2000:]}")
+                raise SystemExit(f"serve did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     process.kill()
     raise SystemExit("serve did not start in 300 s")
 
 
 def main() -> None:
-    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-name", default=train["model"])
-    parser.add_argument("--image-size", type=int, default=train["image_size"])
+    parser = model_arguments(__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
 
-    from deepfake_detector import modelfile, models
+    from deepfake_detector import modelfile
 
-    work = Path(tempfile.mkdtemp(prefix="serve_latency."))
-    model_path = work / "model.keras"
-    modelfile.save(models.build(args.model_name, args.image_size), model_path,
-                   {"model": args.model_name, "image_size": args.image_size})
+    model_path = untrained_model(Path(tempfile.mkdtemp(prefix="serve_latency.")), args.model_name, args.image_size)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
