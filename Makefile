@@ -11,7 +11,7 @@ UV_VERSION ?= 0.13.9
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
-.PHONY: install repro test test-fast bench clean check-pipeline report
+.PHONY: install repro test test-fast bench clean check-pipeline report browser
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 repro: install
 	$(BIN)/dvc repro
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 test-fast: install
@@ -45,6 +45,15 @@ check-pipeline: install
 REPORT_BASE ?= main
 report: install
 	$(BIN)/python -m deepfake_detector.report --base $(REPORT_BASE) --output report.md
+
+# The web page's browser test drives Debian's headless Chromium (nothing downloads a browser). As root,
+# install it from apt where it is missing; elsewhere the test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver) \
+		|| echo "make browser: apt-get could not install chromium; the browser test will skip" >&2; \
+	else echo "make browser: no chromium, and not root to install it; the browser test will skip" >&2; fi
 
 clean:
 	rm -rf data/raw data/processed data/eval models/*.keras .pytest_cache

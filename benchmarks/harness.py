@@ -209,3 +209,26 @@ def machine() -> dict:
 
     return {"cpus": usable_cpus(), "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(), "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+
+def model_arguments(description: str):
+    """An argument parser with ``--model-name`` and ``--image-size``, defaulting to params.yaml's train."""
+    import argparse
+
+    import yaml
+
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model-name", default=train["model"])
+    parser.add_argument("--image-size", type=int, default=train["image_size"])
+    return parser
+
+
+def untrained_model(folder: Path, name: str, image_size: int) -> Path:
+    """``folder/model.keras``: the named model, untrained (speed does not depend on the weights)."""
+    from deepfake_detector import modelfile, models
+
+    path = folder / "model.keras"
+    modelfile.save(models.build(name, image_size), path, {"model": name, "image_size": image_size})
+    return path

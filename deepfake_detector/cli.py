@@ -1,5 +1,5 @@
-"""The ``deepfake-detector`` command: ``predict PATH...``, ``watch SOURCE``, ``export --format F``
-(``--help`` on each)."""
+"""The ``deepfake-detector`` command: ``predict PATH...``, ``watch SOURCE``, ``export --format F``,
+``serve`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=run_predict)
     _watch_parser(commands)
     _export_parser(commands)
+    _serve_parser(commands)
     return top
 
 
@@ -142,8 +143,38 @@ def _export_parser(commands) -> None:
     export.set_defaults(run=run_export)
 
 
+def _serve_parser(commands) -> None:
+    from .serve import Limits
+
+    serve = commands.add_parser(
+        "serve", help="a web page and HTTP API that score uploaded images and videos",
+        description="Serve a web page (/) where a person drops an image or a video and sees each face's "
+                    "P(fake) and the verdict, and an HTTP API (POST /api/predict returns the rows of "
+                    "`predict --format json`; GET /api/health; schema at /openapi.json). One inference "
+                    "worker; requests past --queue get 503. Ctrl-C stops.")
+    serve.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s, this machine only; see the README "
+                            "before using another)")
+    serve.add_argument("--port", type=_positive(int), default=8000, help="TCP port (default: %(default)s)")
+    serve.add_argument("--threshold", type=_probability,
+                       help="decision threshold on P(fake); default: the one evaluate chose for this model file")
+    serve.add_argument("--max-upload-mb", type=_positive(float), default=Limits.upload_bytes / 2**20,
+                       help="largest upload accepted, MiB (default: %(default)g)")
+    serve.add_argument("--max-pixels", type=_positive(int), default=Limits.pixels,
+                       help="larger images and video frames are refused unread (default: %(default)s)")
+    serve.add_argument("--max-video-seconds", type=_positive(float), default=Limits.video_seconds,
+                       help="longer videos are refused (default: %(default)g)")
+    serve.add_argument("--queue", type=_positive(int), default=Limits.queue,
+                       help="requests accepted at once (uploading, waiting or being scored); more get "
+                            "503 (default: %(default)s)")
+    serve.add_argument("--fps", type=_positive(float), default=1.0,
+                       help="video frames sampled per second (default: %(default)s)")
+    serve.set_defaults(run=run_serve)
+
+
 def run_predict(args: argparse.Namespace) -> int:
-    from . import faces, inference, predict
+    from . import faces, predict
 
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
     fmt = args.format or (suffix if suffix in FORMATS else "table")
@@ -156,10 +187,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         options.explain = Writer(scorer, args.explain, threshold, args.batch_size)
     rows = predict.predict(args.paths, scorer, options)
-    header = {"model": str(args.model), "model_sha256": scorer.sha256, "threshold": threshold,
-              "threshold_from": "--threshold" if args.threshold is not None else str(
-                  inference.threshold_path(args.model))}
-    text = predict.render(rows, fmt, header)
+    text = predict.render(rows, fmt, predict.json_header(scorer, threshold, args.threshold is not None))
     if args.output:
         with atomic_open(args.output, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -211,6 +239,21 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({args.format}, {report['size_bytes'] / 2**20:.1f} MiB); on {source} its P(fake) "
           f"differs from the Keras model's by at most {check['max_abs_difference']:.2g} "
           f"(tolerance {check['tolerance']:g})", file=sys.stderr)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from . import serve, webapp
+
+    limits = serve.Limits(upload_bytes=int(args.max_upload_mb * 2**20), pixels=args.max_pixels,
+                          video_seconds=args.max_video_seconds, queue=args.queue)
+    service = serve.Service(args.model, args.threshold, limits, fps=args.fps)
+    where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
+    print(f"serving {args.model} (threshold {service.threshold:.4f}) at {where}; Ctrl-C stops", file=sys.stderr)
+    if args.host not in webapp.LOOPBACK:
+        print(f"warning: listening on {args.host}: anyone who can reach this port can upload files and use "
+              "this machine's CPU (no login, no TLS); see the README", file=sys.stderr)
+    webapp.run(service, args.host, args.port)
     return 0
 
 

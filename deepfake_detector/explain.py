@@ -125,10 +125,11 @@ class Writer:
     ``explain.csv`` listing each PNG with its file, frame, box, P(fake) and label (at ``threshold``:
     the heatmap shows the evidence for that label)."""
 
-    def __init__(self, scorer: Scorer, folder: Path, threshold: float, batch_size: int = 64):
+    def __init__(self, scorer: Scorer, folder: Path, threshold: float, batch_size: int = 64,
+                 cam: GradCam | None = None):
         self.folder, self.threshold, self.batch_size = Path(folder), threshold, batch_size
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._cam = GradCam(scorer)
+        self._cam = cam or GradCam(scorer)  # serve passes its own: built once, traced once
         self._numbers: dict[str, int] = {}
         self._pending: list[tuple[str, dict, np.ndarray]] = []
         self.rows: list[dict] = []

@@ -43,6 +43,7 @@ class Options:
     max_pixels: int = MAX_PIXELS
     batch_size: int = 64
     explain: object | None = None  # explain.Writer: a Grad-CAM PNG per scored crop (--explain)
+    max_seconds: float | None = None  # longer videos are refused (serve's cap), None: no cap
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -59,9 +60,11 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def video_frames(path: Path, fps: float, max_pixels: int) -> Iterator[tuple[int, float, np.ndarray]]:
+def video_frames(path: Path, fps: float, max_pixels: int,
+                 max_seconds: float | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame index, seconds, RGB) of the frames sampled at ``fps`` (every frame if the video has
-    fewer); skipped frames are grabbed, not decoded. Raises ``Unreadable`` before the first frame."""
+    fewer); skipped frames are grabbed, not decoded. Raises ``Unreadable`` before the first frame,
+    or ``too_long`` at the first frame past ``max_seconds``."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -74,6 +77,8 @@ def video_frames(path: Path, fps: float, max_pixels: int) -> Iterator[tuple[int,
         step = max(1, round(native / fps))
         index = sampled = 0
         while True:
+            if max_seconds is not None and index / native > max_seconds:
+                raise Unreadable("too_long", f"longer than {max_seconds:g} s")
             if index % step:
                 if not capture.grab():
                     break
@@ -112,7 +117,8 @@ def _units(files: list[Path], options: Options) -> Iterator[Unit]:
             yield Unit(path, error=Unreadable("empty"))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             try:
-                for index, seconds, rgb in video_frames(path, options.fps, options.max_pixels):
+                for index, seconds, rgb in video_frames(path, options.fps, options.max_pixels,
+                                                         options.max_seconds):
                     yield Unit(path, index, seconds, load=lambda rgb=rgb: rgb, held=rgb.nbytes)
             except Unreadable as exc:
                 yield Unit(path, error=exc)
@@ -244,6 +250,15 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
         options.explain.close()
     bar.close()
     return rows
+
+
+def json_header(scorer: Scorer, threshold: float, given: bool) -> dict:
+    """What ``--format json`` (and ``serve``) puts before the rows: the model and the threshold's source
+    (``given``: --threshold, else the file evaluate wrote beside the model)."""
+    from .inference import threshold_path
+
+    return {"model": str(scorer.path), "model_sha256": scorer.sha256, "threshold": threshold,
+            "threshold_from": "--threshold" if given else str(threshold_path(scorer.path))}
 
 
 def render(rows: list[dict], fmt: str, header: dict) -> str:

@@ -96,9 +96,11 @@ def main() -> None:
                          report["test"]["confusion"], threshold, PLOTS)
     beyond_one_number(scorer, catalog, scored, threshold, params, report)
     write_json(EVAL_METRICS, report)
-    validation = {k: report["validation"][k] for k in ("roc_auc", "balanced_accuracy", "n_real", "n_fake")}
+    facts = ("roc_auc", "balanced_accuracy", "n_real", "n_fake")
+    validation, test_facts = ({k: report[split][k] for k in facts} for split in SPLITS)
+    # the test AUC rides along too: serve shows the model's facts from this one file
     inference.write_threshold(scorer, threshold, {"model": str(MODEL), "rule": report["threshold_rule"],
-                                                  "validation": validation})
+                                                  "validation": validation, "test": test_facts})
 
     manifest = pd.read_csv(MANIFEST, usecols=["index", "path"])
     predictions = pd.concat([val, test]).merge(manifest, on="index", how="left")
