@@ -166,5 +166,7 @@ def run(service: Service, host: str, port: int) -> None:
                             access_log=False, timeout_graceful_shutdown=5)
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how serve stops; uvicorn re-raises it after its graceful shutdown
     finally:
         service.close()
