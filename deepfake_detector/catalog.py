@@ -44,6 +44,8 @@ MODELS: dict[str, ModelInfo] = {
     "texture_cnn": ModelInfo(None, None, (-1.0, 1.0), fully_convolutional=True),
     # fixed residual filters whose quantisation steps are in grey levels: raw [0, 255]
     "residual_cooc": ModelInfo(None, None, (0.0, 255.0), fixed_features="cooccurrence"),
+    # residual_cooc's features beside JPEG-domain ones (jpegmodel.py); the same raw [0, 255]
+    "rich_dct": ModelInfo(None, None, (0.0, 255.0), fixed_features="fixed_features"),
 }
 
 WEIGHT_SUFFIXES = (".keras", ".weights.h5")

@@ -63,7 +63,7 @@ def load(path: str | Path):
     meta = read_meta(path)
     import keras  # after the cheap checks: a missing or broken file fails before TensorFlow loads
 
-    from . import richmodel  # noqa: F401  (registers its custom layer for loading)
+    from . import jpegmodel, richmodel  # noqa: F401  (register their custom layers for loading)
 
     try:
         model = keras.models.load_model(path, compile=False)

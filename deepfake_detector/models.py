@@ -119,6 +119,12 @@ def _residual_cooc(inputs, weights):
     return richmodel.build(inputs)
 
 
+def _rich_dct(inputs, weights):
+    from . import jpegmodel
+
+    return jpegmodel.build(inputs)
+
+
 BUILDERS = {
     "compact_cnn": _compact_cnn,
     "mobilenet_v3_small": _mobilenet_v3_small,
@@ -127,6 +133,7 @@ BUILDERS = {
     "seed_cnn": _seed_cnn,
     "texture_cnn": _texture_cnn,
     "residual_cooc": _residual_cooc,
+    "rich_dct": _rich_dct,
 }
 MODELS = catalog.MODELS
 assert set(BUILDERS) == set(MODELS), "catalog.MODELS and models.BUILDERS list the same names"

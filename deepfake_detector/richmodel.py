@@ -45,6 +45,18 @@ def residual_kernel() -> tuple[np.ndarray, list[float], list[int]]:
     return np.stack(kernels, axis=-1), steps, axes
 
 
+def frequencies(codes, bins: int):
+    """[n, ..., k] integer codes in [0, bins) → [n, k·bins]: each of the k maps' code frequencies per
+    image (map-major). One bincount for the whole batch: every (image, map) pair is offset into its
+    own bins."""
+    batch, k = tf.shape(codes)[0], codes.shape[-1]
+    codes = tf.reshape(codes, [batch, -1, k])
+    offsets = (tf.range(batch)[:, None, None] * k + tf.range(k)[None, None, :]) * bins
+    counts = tf.math.bincount(tf.reshape(codes + offsets, [-1]), minlength=batch * k * bins,
+                              maxlength=batch * k * bins, dtype=tf.float32)
+    return tf.reshape(counts, [batch, k * bins]) / tf.cast(tf.shape(codes)[1], tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="deepfake_detector")
 class Cooccurrence(layers.Layer):
     """[n, h, w, c] residuals → [n, c·(2T+1)^3] frequencies of quantised neighbour triples."""
@@ -60,7 +72,6 @@ class Cooccurrence(layers.Layer):
         quantised = tf.clip_by_value(tf.round(residuals / tf.constant(self.steps, residuals.dtype)),
                                      -self.threshold, self.threshold)
         quantised = tf.cast(quantised, tf.int32) + self.threshold
-        batch = tf.shape(residuals)[0]
         histograms = []
         for axis in (1, 0):
             picked = [i for i, a in enumerate(self.axes) if a == axis]
@@ -69,13 +80,7 @@ class Cooccurrence(layers.Layer):
                 codes = q[:, :, :-2] * levels * levels + q[:, :, 1:-1] * levels + q[:, :, 2:]
             else:
                 codes = q[:, :-2] * levels * levels + q[:, 1:-1] * levels + q[:, 2:]
-            k = len(picked)
-            # one bincount for the whole batch: offset every (image, map) pair into its own bins
-            offsets = (tf.range(batch)[:, None, None, None] * k + tf.range(k)[None, None, None, :]) * bins
-            counts = tf.math.bincount(tf.reshape(codes + offsets, [-1]), minlength=batch * k * bins,
-                                      maxlength=batch * k * bins, dtype=tf.float32)
-            counts = tf.reshape(counts, [batch, k * bins])
-            histograms.append(counts / tf.cast(tf.shape(codes)[1] * tf.shape(codes)[2], tf.float32))
+            histograms.append(frequencies(codes, bins))
         return tf.concat(histograms, axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -85,19 +90,28 @@ class Cooccurrence(layers.Layer):
         return {**super().get_config(), "steps": self.steps, "axes": self.axes, "threshold": self.threshold}
 
 
-def build(inputs, l2: float = 0.04):
-    """[0, 255] RGB → P(fake): fixed residuals, co-occurrences, standardisation, logistic regression."""
+def features(inputs):
+    """[0, 255] RGB → [n, 3750] co-occurrence frequencies of the fixed residuals."""
     kernel, steps, axes = residual_kernel()
     conv = layers.Conv2D(kernel.shape[-1], 4, padding="valid", use_bias=False, trainable=False,
                          name="fixed_residual_filters")
     residuals = conv(inputs)
     conv.set_weights([kernel])
-    features = Cooccurrence(steps, axes, name="cooccurrence")(residuals)
+    return Cooccurrence(steps, axes, name="cooccurrence")(residuals)
+
+
+def head(features, l2: float):
+    """Standardisation, then a logistic regression with L2 ``l2`` on the mean loss."""
     # standardised with the training features' statistics (``standardise``), as for any logistic
     # regression on counts; batch statistics were too noisy on 3,750 sparse bins (Validation 0.71)
     x = layers.Normalization(name="head_standardise")(features)
     return layers.Dense(1, activation="sigmoid", dtype="float32", name="p_fake",
                         kernel_regularizer=keras.regularizers.l2(l2))(x)
+
+
+def build(inputs, l2: float = 0.04):
+    """[0, 255] RGB → P(fake): fixed residuals, co-occurrences, standardisation, logistic regression."""
+    return head(features(inputs), l2)
 
 
 def standardise(head: keras.Model, features: np.ndarray) -> None:

@@ -68,7 +68,7 @@ def test_one_flag_selects_the_real_faces_recipe(tmp_path):
     train = load_section("train", write(tmp_path, "train", recipe="real_faces"))
     shipped = load_section("train", ROOT / "params.yaml")
     bundle = shipped.recipes["real_faces"]
-    assert train.model == bundle["model"] == "residual_cooc" and train.image_size == bundle["image_size"]
+    assert train.model == bundle["model"] == "rich_dct" and train.image_size == bundle["image_size"]
     assert train.augment.jpeg_probability == bundle["augment"]["jpeg_probability"]
     assert "cutout_fraction" not in bundle["augment"]
     assert train.augment.cutout_fraction == shipped.augment.cutout_fraction  # left out: kept
