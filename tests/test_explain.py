@@ -23,6 +23,7 @@ def _saved(model, path, size):
 
 
 def test_the_feature_map_is_the_last_convolution_blocks_output_found_from_the_model(tmp_path):
+    keras.backend.clear_session()  # layer names are numbered across the session: start the count afresh
     _, _, name = explain.split_model(models.build("compact_cnn", 64))
     assert name == "re_lu_6"  # the activation after the last convolution (conv2d_6), before the pooling
 
