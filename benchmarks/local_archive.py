@@ -41,8 +41,8 @@ def main() -> None:
         evaluation = json.loads((project / paths.EVAL_METRICS).read_text())
         near = (project / paths.PROCESSED / paths.NEAR_FILE).read_text().splitlines()[1:6]
     emit({"archive": str(args.archive), "overrides": overrides, "stage_seconds": stages,
-          "data": {k: data[k] for k in ("train", "validation", "test", "skipped", "converted", "duplicates",
-                                        "images_per_second")},
+          "data": {k: data[k] for k in ("train", "validation", "test", "skipped", "converted", "duplicates")},
+          "preprocess_timing": json.loads((project / paths.PREPROCESS_TIMING).read_text()),
           "closest_cross_split_near_pairs": near,
           "train": train,
           "threshold": round(evaluation["threshold"], 4),

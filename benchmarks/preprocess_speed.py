@@ -54,9 +54,10 @@ def stage_run(project: Path, expected: dict) -> dict:
         raise SystemExit(f"preprocess failed in {project}:\n{err[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     data = json.loads((project / paths.DATA_METRICS).read_text())
+    timing = json.loads((project / paths.PREPROCESS_TIMING).read_text())
     check(f"preprocess in {project}", {"images": data["images_total"], "source": data["source"]["source"]},
           expected)
-    return {"items": data["images_total"], "stage_images_per_second": data["images_per_second"],
+    return {"items": data["images_total"], "stage_images_per_second": timing["images_per_second"],
             "peak_rss_mib": round(memory.peak / 2**20, 1),
             # the stage and its workers only, not this process's memory sampling
             "cpu_seconds": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3)}

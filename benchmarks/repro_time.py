@@ -50,7 +50,8 @@ def main() -> None:
           "test_roc_auc": round(evaluation["test"]["roc_auc"], 4),
           "validation_roc_auc": round(evaluation["validation"]["roc_auc"], 4),
           "train": {k: train[k] for k in ("epochs", "best_epoch", "train_images_per_second", "wall_seconds")},
-          "preprocess_images_per_second": data["images_per_second"],
+          "preprocess_images_per_second": json.loads((project / paths.PREPROCESS_TIMING).read_text())[
+              "images_per_second"],
           "dvc_status_after": status})
 
 

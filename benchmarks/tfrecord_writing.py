@@ -87,12 +87,13 @@ def main() -> None:
             split["test"] = size - split["train"] - split["validation"]
             stage[size] = measure(project, {
                 "data.sample.image_size": 256, "preprocess.image_size": 256,
-                **{f"data.sample.{k}": v for k, v in split.items()}})
+                **{f"data.sample.{k}": v for k, v in split.items()}},
+                {"source": "sample", "images": size}, rounds=1, baseline=None)["preprocess"]
             print(f"preprocess at {size}: {stage[size]}", file=sys.stderr)
     tf_import = imports["tensorflow"]["seconds"] - imports["deepfake_detector.records"]["seconds"]
     per_record = (writing["tf_us_per_record"] - writing["own_us_per_record"]) * 1e-6
     largest = stage[max(stage)]
-    kaggle_seconds = KAGGLE_IMAGES / largest["images_per_second"]
+    kaggle_seconds = KAGGLE_IMAGES / largest["items_per_second"]
     emit({
         "imports": imports,
         "writing": writing,

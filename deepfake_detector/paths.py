@@ -35,5 +35,6 @@ DATA_METRICS = Path("metrics/data.json")
 TRAIN_METRICS = Path("metrics/train.json")
 TRAIN_LIVE = Path("metrics/train_live")  # dvclive's per-epoch curves
 TRAIN_TIMING = Path("metrics/timing/train.json")  # speed figures: they differ on every run
+PREPROCESS_TIMING = Path("metrics/timing/preprocess.json")
 EVAL_METRICS = Path("metrics/eval.json")
 PLOTS = Path("metrics/plots")
