@@ -83,7 +83,7 @@ def test_one_flag_selects_the_real_faces_recipe(tmp_path):
     ({"weights": "imagenet", "model": "compact_cnn"}, "compact_cnn has no ImageNet weights"),
     ({"patch_size": 64}, "needs a fully convolutional model (texture_cnn)"),
     ({"inference": "patch_grid"}, "train.inference=patch_grid needs train.patch_size > 0"),
-    ({"freeze_epochs": 10}, "train.freeze_epochs (10) must be below train.epochs (10)"),
+    ({"freeze_epochs": 7, "epochs": 7}, "train.freeze_epochs (7) must be below train.epochs (7)"),
 ])
 def test_train_keys_that_depend_on_each_other_fail_in_one_line(tmp_path, changes, named):
     with pytest.raises(ParamError) as caught:
