@@ -42,7 +42,7 @@ def main() -> None:
         evaluation = json.loads((project / paths.EVAL_METRICS).read_text())
         train = {**json.loads((project / paths.TRAIN_METRICS).read_text()),
                  **json.loads((project / paths.TRAIN_TIMING).read_text())}
-        data = json.loads((project / paths.DATA_METRICS).read_text())
+        preprocess_timing = json.loads((project / paths.PREPROCESS_TIMING).read_text())
         status = dvc("status", cwd=project).stdout.strip()
     emit({"total_seconds": total, "target_seconds": 180, "machine": machine(),
           "reference_decodes_per_second": round(decode_rate, 1),
@@ -50,8 +50,7 @@ def main() -> None:
           "test_roc_auc": round(evaluation["test"]["roc_auc"], 4),
           "validation_roc_auc": round(evaluation["validation"]["roc_auc"], 4),
           "train": {k: train[k] for k in ("epochs", "best_epoch", "train_images_per_second", "wall_seconds")},
-          "preprocess_images_per_second": json.loads((project / paths.PREPROCESS_TIMING).read_text())[
-              "images_per_second"],
+          "preprocess_images_per_second": preprocess_timing["images_per_second"],
           "dvc_status_after": status})
 
 
