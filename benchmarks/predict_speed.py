@@ -21,7 +21,6 @@ file, then measures in one process, so every figure has its reference from the s
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -33,13 +32,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, check, emit, machine, median_seconds, project_env, ratio_to  # noqa: E402
+from benchmarks.harness import alternate, check, emit, machine, median_seconds, model_arguments, project_env, \
+    ratio_to, untrained_model  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "the model's bare predict_on_batch on float32 batches of 64, same run"
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 
@@ -74,19 +72,14 @@ def scene(path: Path) -> None:
 
 
 def main() -> None:
-    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-name", default=train["model"])
-    parser.add_argument("--image-size", type=int, default=train["image_size"])
+    parser = model_arguments(__doc__.splitlines()[0])
     parser.add_argument("--crops", type=int, default=1000)
     args = parser.parse_args()
 
-    from deepfake_detector import faces, inference, modelfile, models, predict
+    from deepfake_detector import faces, inference, predict
 
     work = Path(tempfile.mkdtemp(prefix="predict_speed."))
-    model_path = work / "model.keras"
-    modelfile.save(models.build(args.model_name, args.image_size), model_path,
-                   {"model": args.model_name, "image_size": args.image_size})
+    model_path = untrained_model(work, args.model_name, args.image_size)
     started = time.perf_counter()
     scorer = inference.Scorer.load(model_path)
     load_seconds = time.perf_counter() - started

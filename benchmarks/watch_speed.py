@@ -33,7 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import emit, machine, median_seconds, ratio_to  # noqa: E402
+from benchmarks.harness import emit, machine, median_seconds, ratio_to, untrained_model  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -85,14 +85,12 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     args = parser.parse_args()
 
-    from deepfake_detector import faces, inference, modelfile, models, watch
+    from deepfake_detector import faces, inference, watch
 
     work = Path(tempfile.mkdtemp(prefix="watch_speed."))
     model_path = args.model
     if model_path is None:
-        model_path = work / "model.keras"
-        modelfile.save(models.build(train["model"], train["image_size"]), model_path,
-                       {"model": train["model"], "image_size": train["image_size"]})
+        model_path = untrained_model(work, train["model"], train["image_size"])
     scorer = inference.Scorer.load(model_path)
     size = scorer.image_size
     pictures, source = face_pictures()

@@ -13,6 +13,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     radius = 3
     x = tf.range(-radius, radius + 1, dtype=tf.float32)
@@ -23,11 +27,7 @@ def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     vertical = tf.tile(tf.reshape(kernel_1d, [-1, 1, 1, 1]), [1, 1, 3, 1])
     image = tf.nn.depthwise_conv2d(image, horizontal, [1, 1, 1, 1], "SAME")
     image = tf.nn.depthwise_conv2d(image, vertical, [1, 1, 1, 1], "SAME")
-    return tf.cast(tf.clip_by_value(tf.round(image[0]), 0, 255), tf.uint8)
-
-
-def _to_uint8(image: tf.Tensor) -> tf.Tensor:
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return _to_uint8(image[0])
 
 
 def _colour(image: tf.Tensor, strength: float, seed: tf.Tensor) -> tf.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .files import read_json, sha256_file, write_json
+from .files import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 KEY_FILE = "key.json"
@@ -119,9 +119,8 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         self.history.append({k: float(v) for k, v in (logs or {}).items()})
         if self.stopper.restore_best_weights and self.stopper.best_epoch == epoch:
             arrays = {f"w{i}": w for i, w in enumerate(self.stopper.best_weights)}
-            tmp = self.folder / f".{BEST_FILE}.tmp.npz"
-            np.savez(tmp, epoch=epoch, **arrays)
-            tmp.replace(self.folder / BEST_FILE)
+            with atomic_path(self.folder / BEST_FILE, suffix=".npz") as tmp:  # np.savez adds .npz otherwise
+                np.savez(tmp, epoch=epoch, **arrays)
         write_json(self.folder / STATE_FILE, {"history": self.history,
                                               "stopped_early": bool(self.model.stop_training),
                                               "rng": [np.asarray(v).tolist() for v in _rng_states(self.model)]})

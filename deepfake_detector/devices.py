@@ -154,8 +154,8 @@ def tf_config() -> dict:
 
 def is_chief() -> bool:
     """Whether this process writes outputs: always, except a non-chief multi-worker task."""
-    task = tf_config().get("task", {})
-    cluster = tf_config().get("cluster", {})
+    config = tf_config()
+    task, cluster = config.get("task", {}), config.get("cluster", {})
     if not task:
         return True
     if task.get("type") == "chief":

@@ -56,14 +56,14 @@ def score_set(scorer: inference.Scorer, path: str | Path, batch_size: int) -> tu
 
 
 def summarize(frame: pd.DataFrame, threshold: float, skipped: dict) -> dict:
-    """extra.<name>: ROC-AUC, balanced accuracy at the Validation threshold, counts (sklearn)."""
-    from sklearn import metrics as skm
+    """extra.<name>: ``evaluation.summarize``'s ROC-AUC, accuracies and counts at the Validation
+    threshold, and the images skipped."""
+    from .evaluation import summarize as summarize_scores
 
     labels, scores = frame["label"].to_numpy(dtype=int), frame["score"].to_numpy(dtype=float)
-    both = len(np.unique(labels)) == 2
-    predicted = (scores >= threshold).astype(int)
-    return {"roc_auc": float(skm.roc_auc_score(labels, scores)) if both else None,
-            "balanced_accuracy": float(skm.balanced_accuracy_score(labels, predicted)) if len(labels) else None,
-            "accuracy": float(skm.accuracy_score(labels, predicted)) if len(labels) else None,
-            "n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
-            "skipped": int(sum(skipped.values()))}
+    if len(labels):
+        summary = summarize_scores(labels, scores, threshold)
+        kept = {k: summary[k] for k in ("roc_auc", "balanced_accuracy", "accuracy", "n_real", "n_fake")}
+    else:  # every image was skipped
+        kept = {"roc_auc": None, "balanced_accuracy": None, "accuracy": None, "n_real": 0, "n_fake": 0}
+    return {**kept, "skipped": int(sum(skipped.values()))}

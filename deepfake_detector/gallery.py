@@ -88,8 +88,17 @@ def save_mistakes(files: list[str], frame: pd.DataFrame, threshold: float, per_c
     mistakes = confident_mistakes(frame, threshold, per_class)
     wrong = (frame["score"] >= threshold).astype(int) != frame["label"]
     totals = {name: int((wrong & (frame["label"] == label)).sum()) for label, name in enumerate(CLASS_NAMES)}
-    wanted = set().union(*(set(m["index"]) for m in mistakes.values()))
-    images = read_images(files, lambda index, label: index in wanted) if wanted else {}
+    left = set().union(*(set(int(i) for i in m["index"]) for m in mistakes.values()))
+
+    def keep(index, label):  # None once every mistake is found: the rest of the split isn't read
+        if not left:
+            return None
+        if index in left:
+            left.discard(index)
+            return True
+        return False
+
+    images = read_images(files, keep) if left else {}
     called = dict(zip(CLASS_NAMES, reversed(CLASS_NAMES)))
     rows = [(f"{name} called {called[name]}\n({totals[name]} in all)",
              [(images[int(i)], f"P(fake) {s:.3f}") for i, s in zip(m["index"], m["score"])])

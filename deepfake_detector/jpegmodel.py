@@ -48,10 +48,11 @@ def dct_matrix() -> np.ndarray:
 def block_dct_kernel(quality: int = 75) -> tuple[np.ndarray, np.ndarray]:
     """(kernel [8, 8, 3, 64], bias [64]) of the convolution RGB in [0, 255] → luma DCT coefficients
     divided by the quantisation table; output channel u·8 + v is frequency (row u, column v)."""
-    basis = np.einsum("ui,vj->ijuv", dct_matrix(), dct_matrix()) / quantisation_table(quality)
+    table = quantisation_table(quality)
+    basis = np.einsum("ui,vj->ijuv", dct_matrix(), dct_matrix()) / table
     kernel = basis.reshape(8, 8, 1, 64) * LUMA_WEIGHTS[None, None, :, None]
     bias = np.zeros(64, np.float32)
-    bias[0] = -128 * 8 / quantisation_table(quality)[0, 0]  # the level shift only moves DC (8 x mean)
+    bias[0] = -128 * 8 / table[0, 0]  # the level shift only moves DC (8 x mean)
     return kernel.astype(np.float32), bias
 
 

@@ -121,8 +121,6 @@ class Throughput(keras.callbacks.Callback):
         return statistics.median(self.rates[1:] if len(self.rates) > 1 else self.rates)
 
 
-
-
 def cache_budget(params) -> int:
     """How many decoded training images ``train.cache_ram_mb`` holds."""
     return params.cache_ram_mb * 2**20 // (params.image_size ** 2 * 3)
@@ -293,8 +291,8 @@ def fit(folder, catalog: dict, params, live_dir: str | None, model: keras.Model 
         phase_data = devices.shard_options(train_data.repeat().skip(begin * steps))
         with devices.cluster_errors("training"):  # multi-worker: a dead worker is one clear line
             run = fitted_model.fit(phase_data, validation_data=devices.shard_options(val_data),
-                                   epochs=initial_epoch if stopped else end, steps_per_epoch=steps, initial_epoch=begin, verbose=0,
-                                   shuffle=False, callbacks=callbacks)
+                                   epochs=initial_epoch if stopped else end, steps_per_epoch=steps,
+                                   initial_epoch=begin, verbose=0, shuffle=False, callbacks=callbacks)
         rows += [dict(zip(run.history, row)) for row in zip(*run.history.values())]
     models.set_backbone_trainable(model, True)
     history = backup.history if backup else rows
