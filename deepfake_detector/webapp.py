@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from .errors import UserError
 from .serve import Limits, Rejected, Service, display_name, stored_name
 
 WEB = Path(__file__).with_name("web")  # the page, shipped as package data
@@ -144,6 +145,8 @@ def build(service: Service, allowed_hosts: list[str] | None = None) -> FastAPI:
             return JSONResponse(result)
         except Rejected as exc:
             return JSONResponse({"detail": exc.detail}, exc.status)
+        except UserError as exc:  # a request this model can't serve (e.g. explain=true where no gradient passes)
+            return JSONResponse({"detail": str(exc)}, 422)
         except Exception as exc:  # noqa: BLE001 - a bug must not take the server down; it is logged
             log.exception("serve: /api/predict failed")
             return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server's log"}, 500)

@@ -224,3 +224,16 @@ def test_the_command_has_help_and_a_missing_model_is_one_line(trained):
         "error: models/none.keras: no such model file; train one with `dvc repro train`"]
     code, out, _ = run_cli(trained, "serve", "--help")
     assert code == 0 and "--max-video-seconds" in out and "127.0.0.1" in out
+
+
+def test_explain_on_a_model_without_gradients_is_a_422_naming_why(media, tmp_path):
+    """rich_dct counts quantised features (no gradient passes): explain=true is refused in one line, not a 500."""
+    from deepfake_detector import modelfile, models
+
+    modelfile.save(models.build("rich_dct", 256), tmp_path / "rich.keras", {"model": "rich_dct", "image_size": 256})
+    running = serve.Service(tmp_path / "rich.keras", threshold=0.5)
+    with TestClient(webapp.build(running)) as client:
+        assert post(client, media["face"]).status_code == 200
+        refused = post(client, media["face"], explain=True)
+    running.close()
+    assert refused.status_code == 422 and "gradient" in refused.json()["detail"], refused.text
