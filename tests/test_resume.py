@@ -37,9 +37,11 @@ def repro_killed_after_epoch(project: Path, epoch: int) -> str:
         for line in proc.stdout:  # ends when dvc exits: every wait here is bounded by the stage's end
             output.append(line)
             if not killed and line.startswith(f"epoch {epoch}/{EPOCHS}:"):
-                stage = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                train = [p for p in psutil.Process(proc.pid).children(recursive=True)
                          if "stages.train" in " ".join(p.cmdline())]
-                assert len(stage) == 1, stage
+                # dvc runs the cmd through /bin/sh: dash execs it, bash stays as its parent. Kill the Python.
+                stage = [p for p in train if not set(p.children()) & set(train)]
+                assert len(stage) == 1, train
                 os.kill(stage[0].pid, signal.SIGKILL)
                 killed = True
         proc.wait(timeout=TIMEOUT)
