@@ -63,8 +63,9 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 def video_frames(path: Path, fps: float, max_pixels: int,
                  max_seconds: float | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame index, seconds, RGB) of the frames sampled at ``fps`` (every frame if the video has
-    fewer); skipped frames are grabbed, not decoded. Raises ``Unreadable`` before the first frame,
-    or ``too_long`` at the first frame past ``max_seconds``."""
+    fewer); skipped frames are grabbed, not decoded. Raises ``Unreadable`` before the first frame
+    (``too_long`` too when the header's frame count says so), or ``too_long`` at the first frame
+    past ``max_seconds`` (headers can be wrong or missing)."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -75,6 +76,9 @@ def video_frames(path: Path, fps: float, max_pixels: int,
         native = capture.get(cv2.CAP_PROP_FPS)
         native = native if 0 < native < 1000 else 25.0  # some containers don't say
         step = max(1, round(native / fps))
+        frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # the header's count: refuse before any decoding
+        if max_seconds is not None and frames > 0 and (frames - 1) / native > max_seconds:
+            raise Unreadable("too_long", f"longer than {max_seconds:g} s ({frames / native:.1f} s)")
         index = sampled = 0
         while True:
             if max_seconds is not None and index / native > max_seconds:

@@ -186,3 +186,18 @@ def test_the_installed_command_has_help_everywhere_and_runs(trained, media):
                           capture_output=True, text=True, env=project_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     assert next(csv.DictReader(io.StringIO(done.stdout)))["kind"] == "face"
+
+
+def test_a_video_over_the_length_cap_is_refused_from_its_header_before_any_frame(tmp_path):
+    from deepfake_detector.predict import Unreadable, video_frames
+
+    path = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(40):  # 4 s at 10 fps
+        writer.write(np.full((64, 64, 3), i * 6, np.uint8))
+    writer.release()
+    frames = video_frames(path, fps=10, max_pixels=10**6, max_seconds=1.5)
+    with pytest.raises(Unreadable) as refused:
+        next(frames)  # not one frame is decoded and scored first
+    assert refused.value.reason == "too_long" and "4.0 s" in str(refused.value)
+    assert len(list(video_frames(path, fps=10, max_pixels=10**6, max_seconds=5))) == 40
