@@ -126,7 +126,7 @@ def save_pngs(curves: dict, confusion: dict, threshold: float, folder) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_path
+    from .files import save_figure
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for split, (labels, scores) in curves.items():
@@ -137,9 +137,7 @@ def save_pngs(curves: dict, confusion: dict, threshold: float, folder) -> None:
            title="ROC, Fake = positive")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    with atomic_path(folder / "roc.png", suffix=".png") as tmp:
-        fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, folder / "roc.png")
 
     cells = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
     fig, ax = plt.subplots(figsize=(4, 3.6), dpi=100)
@@ -150,9 +148,7 @@ def save_pngs(curves: dict, confusion: dict, threshold: float, folder) -> None:
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
            xlabel="predicted", ylabel="actual", title=f"Test, threshold {threshold:.3f}")
     fig.tight_layout()
-    with atomic_path(folder / "confusion_test.png", suffix=".png") as tmp:
-        fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, folder / "confusion_test.png")
 
 
 def save_reliability_png(curves: dict, folder) -> None:
@@ -162,7 +158,7 @@ def save_reliability_png(curves: dict, folder) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_path
+    from .files import save_figure
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for split, (labels, scores) in curves.items():
@@ -174,6 +170,4 @@ def save_reliability_png(curves: dict, folder) -> None:
            ylim=(0, 1), title="Reliability (perfect calibration: the diagonal)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    with atomic_path(folder / "reliability.png", suffix=".png") as tmp:
-        fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, folder / "reliability.png")

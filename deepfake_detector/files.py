@@ -50,6 +50,19 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
             os.unlink(tmp)
 
 
+def save_figure(fig, path: str | os.PathLike, **savefig_options) -> None:
+    """Save a Matplotlib figure atomically and close it. PNGs get no "Software" stamp, so a rerun
+    writes the same bytes whatever Matplotlib version made them."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix == ".png":
+        savefig_options.setdefault("metadata", {"Software": None})
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, **savefig_options)
+    plt.close(fig)
+
+
 @contextlib.contextmanager
 def scratch_path(folder: str | os.PathLike, suffix: str = ".tmp"):
     """Yield a fresh temp path in ``folder`` (on the output's file system, so it can be renamed

@@ -60,7 +60,7 @@ def save_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], columns: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_path
+    from .files import save_figure
 
     fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 1.15 + 0.9, len(rows) * 1.3 + 0.4),
                              dpi=100, squeeze=False)
@@ -78,9 +78,7 @@ def save_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], columns: int
         axes[r][0].set_ylabel(row_title, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, suffix=".jpg") as tmp:
-        fig.savefig(tmp, format="jpg", pil_kwargs={"quality": JPEG_QUALITY, "optimize": True})
-    plt.close(fig)
+    save_figure(fig, path, format="jpg", pil_kwargs={"quality": JPEG_QUALITY, "optimize": True})
 
 
 def save_mistakes(files: list[str], frame: pd.DataFrame, threshold: float, per_class: int, path: Path) -> None:

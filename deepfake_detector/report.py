@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import entrypoint, paths
 from .errors import UserError
-from .files import atomic_open, atomic_path
+from .files import atomic_open, save_figure
 
 PICTURES = {  # file in metrics/plots -> its caption
     "roc.png": "ROC (validation, test)",
@@ -69,9 +69,7 @@ def save_training_curves(live: Path, dest: Path) -> bool:
         ax.set(xlabel="epoch", title={"loss": "loss", "auc": "ROC-AUC"}[metric])
         ax.legend()
     fig.tight_layout()
-    with atomic_path(dest, suffix=".png") as tmp:
-        fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, dest)
     return True
 
 
