@@ -42,7 +42,7 @@ def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) ->
 def epoch_indices(folder, catalog, cache_images: int, augment_params=AUGMENT):
     data, cached = training.train_dataset(folder, catalog, 32, 8, cache_images, augment_params, seed=1)
     # recover each image's index from its brightness (flip/blur/jpeg keep a flat image flat)
-    seen = [int(round(float(tf.reduce_mean(img)) / 5)) for images, _ in data for img in images]
+    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in data for img in images]
     return sorted(seen), cached
 
 
@@ -105,7 +105,7 @@ def test_patch_training_gives_every_image_k_random_crops_per_epoch(tmp_path):
                                      patch_size=16, patches_per_image=3)
     batches = list(data)
     assert all(images.shape[1:] == (16, 16, 3) for images, _ in batches)
-    seen = [int(round(float(tf.reduce_mean(img)) / 5)) for images, _ in batches for img in images]
+    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in batches for img in images]
     assert sorted(seen) == sorted(list(range(40)) * 3)
 
 
