@@ -72,15 +72,25 @@ def _cutout(images: tf.Tensor, fraction: float, place: tf.Tensor) -> tf.Tensor:
 
 
 def _on_chosen(images: tf.Tensor, chosen: tf.Tensor, change, *draws: tf.Tensor) -> tf.Tensor:
-    """``images`` with the ``chosen`` ones (bool [n]) replaced by ``change(those, their draws...)``."""
-    where = tf.where(chosen)
+    """``images`` with the ``chosen`` ones (bool [n]) replaced by ``change(those, their draws...)``.
+    The changed images are appended and one gather puts them in place: whole-batch copies run at
+    memory speed, where a per-pixel select (``tf.where`` on a broadcast mask) is several times slower."""
+    where = tf.where(chosen)[:, 0]
 
     def changed():
-        those = tf.gather_nd(images, where)
-        return tf.tensor_scatter_nd_update(images, where, tf.ensure_shape(
-            change(those, *(tf.gather_nd(d, where) for d in draws)), those.shape))
+        those = tf.gather(images, where)
+        replaced = tf.ensure_shape(change(those, *(tf.gather(d, where) for d in draws)), those.shape)
+        n = tf.shape(images, out_type=tf.int64)[0]
+        order = tf.where(chosen, n + tf.cumsum(tf.cast(chosen, tf.int64), exclusive=True), tf.range(n))
+        return tf.gather(tf.concat([images, replaced], 0), order)
 
     return tf.cond(tf.reduce_any(chosen), changed, lambda: images)
+
+
+def _flip(images: tf.Tensor) -> tf.Tensor:
+    """Left-right; reversing [n·h, w, 3] is ~2.5x faster than [n, h, w, 3] in TensorFlow's CPU kernel."""
+    shape = tf.shape(images)
+    return tf.reshape(tf.reverse(tf.reshape(images, [-1, shape[2], shape[3]]), [1]), shape)
 
 
 def _each(fn, dtype=tf.uint8):
@@ -104,8 +114,7 @@ def make_batch_augment(params):
             return tf.random.stateless_uniform([n], seeds[i]) < probability
 
         if params.flip:
-            images = tf.where(chance(0, 0.5)[:, tf.newaxis, tf.newaxis, tf.newaxis],
-                              tf.reverse(images, axis=[2]), images)
+            images = _on_chosen(images, chance(0, 0.5), _flip)
         if params.jpeg_probability > 0:
             quality = tf.random.stateless_uniform([n], seeds[2], quality_low, quality_high, tf.int32)
             images = _on_chosen(images, chance(1, params.jpeg_probability),

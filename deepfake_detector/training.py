@@ -1,8 +1,9 @@
 """Fitting a detector: the tf.data input pipeline, device and precision choice, callbacks.
 
 The input pipeline decodes records in parallel, resizes once, caches decoded images in RAM up to a
-budget (the rest streams from disk every epoch), then augments, batches and prefetches, so the
-accelerator (or the CPU's training step) never waits on JPEG decoding after the first epoch.
+budget (the rest streams from disk every epoch), then batches, augments whole batches and prefetches
+uint8, so the accelerator (or the CPU's training step) never waits on JPEG decoding after the first
+epoch. A split that fits the budget is held as one tensor and batches are gathered from it.
 """
 
 from __future__ import annotations
