@@ -5,7 +5,7 @@
 No model: each epoch is one pass over the training split, images only. Per round, interleaved:
 
 * ``cached``: ``training.train_dataset`` as training builds it (records decoded, resized, cached in
-  RAM, shuffled, augmented, batched, prefetched), with the whole split in the cache budget;
+  RAM, shuffled into batches, augmented batch by batch, prefetched), with the whole split in the cache budget;
 * ``cached_without_augmentation``: the same without flips, JPEG re-compression and blur, to show what
   the augmentation (run on every image every epoch, after the cache) costs;
 * ``cached_jpeg_only``: the same with JPEG re-compression alone (at the shipped probability): the
