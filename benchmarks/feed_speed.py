@@ -5,9 +5,11 @@
 No model: each epoch is one pass over the training split, images only. Per round, interleaved:
 
 * ``cached``: ``training.train_dataset`` as training builds it (records decoded, resized, cached in
-  RAM, shuffled, augmented, batched, prefetched), with the whole split in the cache budget;
+  RAM, shuffled into batches, augmented batch by batch, prefetched), with the whole split in the cache budget;
 * ``cached_without_augmentation``: the same without flips, JPEG re-compression and blur, to show what
   the augmentation (run on every image every epoch, after the cache) costs;
+* ``cached_jpeg_only``: the same with JPEG re-compression alone (at the shipped probability): the
+  floor that one op's encode and decode put under the augmented feed's time;
 * ``streamed``: the same with a cache budget of 0 (the rate when the data does not fit the budget:
   every epoch decodes every record again);
 * ``reference``: ``keras.utils.image_dataset_from_directory`` on the same images as JPEG files in
@@ -100,7 +102,9 @@ def main() -> None:
                 folder, labels="inferred", label_mode="binary", class_names=list(CLASS_NAMES),
                 image_size=(train.image_size, train.image_size), batch_size=train.batch_size,
                 shuffle=True, seed=train.seed).prefetch(-1)
+        jpeg_only = SimpleNamespace(**{**vars(no_augment), "jpeg_probability": train.augment.jpeg_probability})
         feeds = {"cached": ours(10**9), "cached_without_augmentation": ours(10**9, no_augment),
+                 "cached_jpeg_only": ours(10**9, jpeg_only),
                  "streamed": ours(0), "reference": reference}
         for name, data in feeds.items():  # warm-up epoch: tracing, and the cache filling
             epoch(data, args.images, f"{name} warm-up epoch")
@@ -110,7 +114,7 @@ def main() -> None:
     emit({"images": args.images, "image_size": args.image_size, "batch_size": args.batch_size,
           "ratio_goal": 20, "machine": machine(),
           **{name: ratio_to(runs["reference"], runs[name], reference_name)
-             for name in ("cached", "cached_without_augmentation", "streamed")},
+             for name in ("cached", "cached_without_augmentation", "cached_jpeg_only", "streamed")},
           "rounds": runs})
 
 

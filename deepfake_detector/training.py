@@ -1,8 +1,9 @@
 """Fitting a detector: the tf.data input pipeline, device and precision choice, callbacks.
 
 The input pipeline decodes records in parallel, resizes once, caches decoded images in RAM up to a
-budget (the rest streams from disk every epoch), then augments, batches and prefetches, so the
-accelerator (or the CPU's training step) never waits on JPEG decoding after the first epoch.
+budget (the rest streams from disk every epoch), then batches, augments whole batches and prefetches
+uint8, so the accelerator (or the CPU's training step) never waits on JPEG decoding after the first
+epoch. A split that fits the budget is held as one tensor and batches are gathered from it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def _cached_split(shards: list[dict], budget_images: int) -> int:
 def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache_images: int,
                   augment_params, seed: int, patch_size: int = 0,
                   patches_per_image: int = 1) -> tuple[tf.data.Dataset, int]:
-    """Shuffled, augmented, batched training data; returns (dataset, images held in the cache).
+    """Shuffled, augmented batches of (uint8 images, labels); returns (dataset, images held in the cache).
+    The model casts its input to float on its device (models.build's float32 Input), so the host
+    neither writes nor sends four bytes per pixel.
 
     With ``patch_size``, each epoch holds ``patches_per_image`` random square crops of every image
     (each image's crops come from separate passes, so a batch mixes many images' patches)."""
@@ -49,34 +52,84 @@ def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache
     resize_to = image_size if image_size != catalog["image_size"] else None
     fitted = _cached_split(shards, cache_images)
     cached_n = sum(s["records"] for s in shards[:fitted])
+    passes = patches_per_image if patch_size else 1
+    if fitted == len(files):
+        data = _gathered_batches(records.decoded_dataset(files, resize_to), cached_n, batch_size,
+                                 passes, seed)
+    else:
+        data = _streamed_batches(files, fitted, cached_n, catalog["splits"]["train"]["records"],
+                                 resize_to, batch_size, passes, seed)
+    apply = augment.make_batch_augment(augment_params)
+    if patch_size or augment.any_on(augment_params):
+        noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def augmented(batch, noise_seed):
+            images = batch[0]
+            if patch_size:
+                crop_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(noise_seed, 2))
+                images = _random_crops(images, patch_size, crop_seed)
+            return apply(images, noise_seed), batch[1]
+
+        data = tf.data.Dataset.zip(data, noise).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        data = data.map(lambda images, labels, *_: (images, labels))
+    return data.prefetch(tf.data.AUTOTUNE), cached_n
+
+
+def _gathered_batches(decoded: tf.data.Dataset, n: int, batch_size: int, passes: int,
+                      seed: int) -> tf.data.Dataset:
+    """One epoch of batches from the whole split held as one uint8 tensor (cached after the first
+    epoch): each epoch draws ``passes`` permutations and gathers every batch in one op, so no tf.data
+    step runs per image."""
+    whole = decoded.batch(n).cache()  # one element: every image, label and index
+    epoch_seed = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
+    steps = -(-n * passes // batch_size)
+
+    def batches(split, epoch_seed):
+        keys = tf.random.stateless_uniform([passes, n], epoch_seed)
+        order = tf.reshape(tf.argsort(keys, axis=1), [-1])  # each pass its own permutation
+
+        def gather(step):
+            chosen = order[step * batch_size:(step + 1) * batch_size]
+            return tuple(tf.gather(part, chosen) for part in split)
+
+        return tf.data.Dataset.range(steps).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return tf.data.Dataset.zip(whole, epoch_seed).flat_map(batches)
+
+
+def _streamed_batches(files: list[str], fitted: int, cached_n: int, n: int, resize_to, batch_size: int,
+                      passes: int, seed: int) -> tf.data.Dataset:
+    """Batches when the split exceeds the cache budget: the leading ``fitted`` shards cached and
+    shuffled in RAM, the rest decoded every epoch, mixed image by image in proportion."""
     parts, weights = [], []
     if fitted:
         parts.append(records.decoded_dataset(files[:fitted], resize_to).cache()
                      .shuffle(cached_n, seed=seed, reshuffle_each_iteration=True))
         weights.append(cached_n)
-    if fitted < len(files):
-        parts.append(records.decoded_dataset(files[fitted:], resize_to)
-                     .shuffle(STREAM_SHUFFLE, seed=seed + 1, reshuffle_each_iteration=True))
-        weights.append(catalog["splits"]["train"]["records"] - cached_n)
+    parts.append(records.decoded_dataset(files[fitted:], resize_to)
+                 .shuffle(STREAM_SHUFFLE, seed=seed + 1, reshuffle_each_iteration=True))
+    weights.append(n - cached_n)
     if len(parts) == 1:
         data = parts[0]
     else:  # mix cached and streamed images in proportion, so every batch draws from both
         data = tf.data.Dataset.sample_from_datasets(parts, weights=[w / sum(weights) for w in weights],
                                                     seed=seed, stop_on_empty_dataset=False)
-    if patch_size and patches_per_image > 1:
-        data = data.repeat(patches_per_image)  # each pass reshuffles and crops anew
-    noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    apply = augment.make_augment(augment_params)
+    if passes > 1:
+        data = data.repeat(passes)  # each pass reshuffles and crops anew
+    return data.batch(batch_size)
 
-    def augmented(item, noise_seed):
-        image = item[0]
-        if patch_size:
-            crop_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(noise_seed, 2))
-            image = tf.image.stateless_random_crop(image, [patch_size, patch_size, 3], crop_seed)
-        return apply(image, noise_seed), item[1]
 
-    data = tf.data.Dataset.zip(data, noise).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-    return _batched(data, batch_size), cached_n
+def _random_crops(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """A random ``size`` square of each image, each at its own place."""
+    n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    corner = tf.random.stateless_uniform([n, 2], seed, 0, 1) * tf.cast(
+        tf.stack([height - size + 1, width - size + 1]), tf.float32)
+    corner = tf.cast(corner, tf.int32)
+    rows = corner[:, :1] + tf.range(size)[tf.newaxis]
+    cols = corner[:, 1:] + tf.range(size)[tf.newaxis]
+    crops = tf.gather(tf.gather(images, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    return tf.ensure_shape(crops, [None, size, size, images.shape[-1]])
 
 
 def eval_dataset(folder, catalog: dict, split: str, image_size: int, batch_size: int,

@@ -42,7 +42,7 @@ def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) ->
 def epoch_indices(folder, catalog, cache_images: int, augment_params=AUGMENT):
     data, cached = training.train_dataset(folder, catalog, 32, 8, cache_images, augment_params, seed=1)
     # recover each image's index from its brightness (flip/blur/jpeg keep a flat image flat)
-    seen = [int(round(float(tf.reduce_mean(img)) / 5)) for images, _ in data for img in images]
+    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in data for img in images]
     return sorted(seen), cached
 
 
@@ -99,13 +99,41 @@ def test_each_new_augmentation_is_seeded_and_does_what_it_says(kind):
         assert changed.mean() > 0.9
 
 
+def test_batch_augmentation_decides_image_by_image_and_keeps_the_order():
+    """Per-image draws over a batch: with flip at 0.5 some images are mirrored and the others are
+    untouched, each in its own place; JPEG at 0.3 changes some and leaves the rest bit-exact."""
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8))
+    flipped = augment.make_batch_augment(augment_params(flip=True))(images, tf.constant([5, 6])).numpy()
+    mirrored = [np.array_equal(out, img[:, ::-1]) for out, img in zip(flipped, images.numpy())]
+    kept = [np.array_equal(out, img) for out, img in zip(flipped, images.numpy())]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 10 < sum(mirrored) < 54
+    jpeg = augment.make_batch_augment(augment_params(jpeg_probability=0.3))
+    out = jpeg(images, tf.constant([7, 8])).numpy()
+    assert np.array_equal(out, jpeg(images, tf.constant([7, 8])).numpy())
+    changed = sum(not np.array_equal(o, i) for o, i in zip(out, images.numpy()))
+    assert 5 < changed < 35
+
+
+def test_cached_batches_are_uint8_and_untouched_without_augmentation(tmp_path):
+    """The feed hands the model uint8 (its float32 Input casts on the device); with every
+    augmentation off, the pixels are the stored ones and each label stays with its image."""
+    catalog = write_records(tmp_path)
+    data, cached = training.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1)
+    assert cached == 40
+    for images, labels in data:
+        assert images.dtype == tf.uint8 and images.shape[1:] == (32, 32, 3)
+        index = np.round(images.numpy()[:, 0, 0, 0] / 5).astype(int)
+        assert (images.numpy() == images.numpy()[:, :1, :1, :1]).all()  # flat, as written
+        assert (labels.numpy() == index % 2).all()
+
+
 def test_patch_training_gives_every_image_k_random_crops_per_epoch(tmp_path):
     catalog = write_records(tmp_path)
     data, _ = training.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1,
                                      patch_size=16, patches_per_image=3)
     batches = list(data)
     assert all(images.shape[1:] == (16, 16, 3) for images, _ in batches)
-    seen = [int(round(float(tf.reduce_mean(img)) / 5)) for images, _ in batches for img in images]
+    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in batches for img in images]
     assert sorted(seen) == sorted(list(range(40)) * 3)
 
 
