@@ -1,6 +1,7 @@
 """JPEG-domain features (``train.model: rich_dct``): the decoded image's 8x8 block DCT on the JPEG grid,
 divided by the quality-75 quantisation table, so each value is close to the quantised coefficient the
-file stored; then statistics of those coefficients, appended to ``residual_cooc``'s co-occurrences.
+file stored; then statistics of those coefficients, and the same of the chroma (Cb, Cr), appended to ``residual_cooc``'s
+co-occurrences.
 
 Why: every image of the shared real-face set was JPEG-compressed at quality 75 after it was made, so
 the stored coefficients are what the generator's output became; GAN images differ in the DCT domain
@@ -94,6 +95,31 @@ class CoefficientStatistics(layers.Layer):
         return {**super().get_config(), "threshold": self.threshold, "pair_threshold": self.pair_threshold}
 
 
+# the chroma table every image of the shared real-face set carries (read from its files; their encoder
+# scaled Annex K's chroma table for quality 75 with its own rounding), and JFIF's Cb, Cr from R, G, B
+CHROMA_TABLE_Q75 = np.array([[8, 9, 12, 24] + [50] * 4, [9, 11, 13, 33] + [50] * 4, [12, 13, 28] + [50] * 5,
+                             [24, 33] + [50] * 6] + [[50] * 8] * 4, np.float32)
+CHROMA_WEIGHTS = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+
+
+def chroma_features(inputs):
+    """[0, 255] RGB → [n, 2·4,501] statistics of the estimated quantised Cb and Cr coefficients: 4:2:0
+    stores chroma at half size, so each chroma map is averaged over 2x2 pixels (undoing the decoder's
+    upsampling up to its smoothing), then the 8x8 block DCT over the chroma table."""
+    basis = np.einsum("ui,vj->ijuv", dct_matrix(), dct_matrix()) / CHROMA_TABLE_Q75
+    kernel = np.einsum("ijk,cr->ijrck", basis.reshape(8, 8, 64), CHROMA_WEIGHTS)  # [8, 8, 3, 2, 64]
+    # the 2x2 average folded in: a stride-16 16x16 kernel over RGB (Cb, Cr have no level shift to undo)
+    kernel = np.repeat(np.repeat(kernel, 2, axis=0), 2, axis=1) / 4
+    parts = []
+    for index, name in enumerate(("cb", "cr")):
+        conv = layers.Conv2D(64, 16, strides=16, padding="valid", use_bias=False, trainable=False,
+                             name=f"fixed_block_dct_{name}")
+        coefficients = conv(inputs)
+        conv.set_weights([kernel[..., index, :].astype(np.float32)])
+        parts.append(CoefficientStatistics(name=f"jpeg_statistics_{name}")(coefficients))
+    return layers.Concatenate(name="chroma_statistics")(parts)
+
+
 def features(inputs, quality: int = 75):
     """[0, 255] RGB → [n, 4,501] statistics of the estimated quantised luma coefficients."""
     kernel, bias = block_dct_kernel(quality)
@@ -104,7 +130,9 @@ def features(inputs, quality: int = 75):
 
 
 def build(inputs, l2: float = 0.015):
-    """[0, 255] RGB → P(fake): residual co-occurrences and JPEG coefficient statistics side by side
-    (8,251 numbers, layer ``fixed_features``), standardised, then a logistic regression."""
-    combined = layers.Concatenate(name="fixed_features")([richmodel.features(inputs), features(inputs)])
-    return richmodel.head(combined, l2)
+    """[0, 255] RGB → P(fake): residual co-occurrences, luma and chroma JPEG coefficient statistics side
+    by side (17,253 numbers, layer ``fixed_features``), square-rooted, standardised, then a logistic
+    regression."""
+    combined = layers.Concatenate(name="fixed_features")(
+        [richmodel.features(inputs), features(inputs), chroma_features(inputs)])
+    return richmodel.head(combined, l2, power=True)

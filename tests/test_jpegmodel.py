@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake_detector import jpegmodel, modelfile, models
+import keras
+
+from deepfake_detector import jpegmodel, modelfile, models, richmodel
 
 
 def _block_dct(images: np.ndarray) -> np.ndarray:
@@ -70,3 +72,28 @@ def test_rich_dct_saves_loads_and_scores_identically(tmp_path, size):
     modelfile.save(model, tmp_path / "m.keras", {"image_size": size})
     loaded, _ = modelfile.load(tmp_path / "m.keras")  # its custom layers are registered on load
     np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), rtol=1e-6)
+
+
+
+def test_the_chroma_dct_is_cv2_dct_of_the_2x2_averaged_cb_cr_over_the_chroma_table():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, jpegmodel.chroma_features(inputs))
+    assert model.output_shape == (None, 2 * 4501)
+    for index, name in enumerate(("cb", "cr")):
+        coefficients = keras.Model(inputs, model.get_layer(f"fixed_block_dct_{name}").output)(image).numpy()
+        chroma = image[0] @ jpegmodel.CHROMA_WEIGHTS[index]  # JFIF's Cb / Cr less their offset of 128
+        half = chroma.reshape(16, 2, 16, 2).mean(axis=(1, 3))  # 4:2:0 stores chroma at half size
+        expected = cv2.dct(np.ascontiguousarray(half[8:16, 0:8])) / jpegmodel.CHROMA_TABLE_Q75
+        np.testing.assert_allclose(coefficients[0, 1, 0].reshape(8, 8), expected, atol=2e-4)
+
+
+def test_the_square_root_normalises_frequencies_and_standardise_sees_it():
+    frequencies = np.array([[0.0, 0.25, 1.0], [0.04, 0.0, 0.81]], np.float32)
+    np.testing.assert_allclose(richmodel.SquareRoot()(frequencies).numpy(), np.sqrt(frequencies), rtol=1e-6)
+    inputs = keras.Input((3,))
+    head = keras.Model(inputs, richmodel.head(inputs, 0.01, power=True))
+    richmodel.standardise(head, frequencies)
+    norm = head.get_layer("head_standardise")
+    np.testing.assert_allclose(norm.mean.numpy().ravel(), np.sqrt(frequencies).mean(0), rtol=1e-5)
