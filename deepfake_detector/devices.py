@@ -149,7 +149,7 @@ def tf_config() -> dict:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         from .errors import UserError
-        raise UserError(f"TF_CONFIG is not valid JSON ({exc}); see README 'Training on several machines'") from None
+        raise UserError(f"TF_CONFIG is not valid JSON ({exc}); see README 'Several GPUs or machines'") from None
 
 
 def is_chief() -> bool:
@@ -189,18 +189,14 @@ def strategy(mode: str):
         # CPU replicas (logical CPU devices, as in the tests) reduce on one device: NCCL needs GPUs
         names = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if not os.environ.get("DEEPFAKE_TRY_MULTI_WORKER"):
-        # The workers join (bounded below), but Keras 3's fit then fails on the distributed batches
-        # ("unsupported type PerReplica"), as TensorFlow's own multi-worker tutorial does:
-        # keras-team/keras#20585. Refuse before any work rather than fail after the cluster forms.
-        raise ParamError("params.yaml: train.distribute=multi_worker does not work with Keras 3 yet "
-                         f"(Keras {__import__('keras').__version__}: keras-team/keras#20585); use mirrored "
-                         "(several GPUs on one machine) or none")
     config = tf_config()
     if not config.get("cluster") or not config.get("task"):
         raise ParamError("params.yaml: train.distribute=multi_worker needs the TF_CONFIG environment "
-                         "variable (cluster and task); see README 'Training on several machines'")
+                         "variable (cluster and task); see README 'Several GPUs or machines'")
     _configure_coordination(tf, config)
+    from . import keras_multi_worker
+
+    keras_multi_worker.apply()  # Keras 3's fit fails under this strategy without it (keras#20585)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     with cluster_errors(f"joining the cluster (waited up to {REGISTER_TIMEOUT_S} s)"):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -220,11 +216,15 @@ def _configure_coordination(tf, config: dict) -> None:
         heartbeat_timeout_in_ms=30_000, shutdown_barrier_timeout_in_ms=REGISTER_TIMEOUT_S * 1000)
 
 
+def is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, load_tensorflow().distribute.MultiWorkerMirroredStrategy)
+
+
 def describe(strategy) -> str:
     """", mirrored over 2 replicas" or "" for the default strategy (for the device log line)."""
     replicas = strategy.num_replicas_in_sync
     kind = type(strategy).__name__
-    if kind == "MultiWorkerMirroredStrategy":
+    if is_multi_worker(strategy):
         return f", multi_worker over {replicas} replicas (worker {worker_index()})"
     if kind == "MirroredStrategy":
         return f", mirrored over {replicas} replicas"
