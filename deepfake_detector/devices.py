@@ -62,6 +62,9 @@ def load_tensorflow():
             tf.config.list_physical_devices("GPU")  # the cuInit attempt happens here
         for message in _KERAS_NOISE:
             warnings.filterwarnings("ignore", message=f".*{message}.*")
+        # tf.distribute logs INFO lines per traced all-reduce and strategy ("Collective all_reduce
+        # tensors: ...") that the root INFO level would print; its warnings still show
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
         _loaded = True
     import tensorflow as tf
 

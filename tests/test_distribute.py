@@ -142,3 +142,4 @@ def test_a_dead_worker_ends_the_other_with_a_clear_line(preprocessed):
     last = out.strip().splitlines()[-1]
     assert last.startswith("error: multi-worker training:") and "a worker is missing, died" in last, out[-3000:]
     assert waited < 150, waited
+    print(f"chief ended {waited:.0f} s after the kill: {last}")
