@@ -253,7 +253,8 @@ def cluster_errors(what: str):
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError,
             tf.errors.AbortedError, tf.errors.InternalError) as exc:
         from .errors import UserError
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first)[:200]  # TF's op name: no help
         workers = tf_config().get("cluster", {}).get("worker", [])
         raise UserError(f"multi-worker training: {what} failed ({first}); a worker is missing, died or "
                         f"is unreachable: start every worker of TF_CONFIG ({', '.join(workers)}) with the same "
