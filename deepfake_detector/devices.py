@@ -62,6 +62,9 @@ def load_tensorflow():
             tf.config.list_physical_devices("GPU")  # the cuInit attempt happens here
         for message in _KERAS_NOISE:
             warnings.filterwarnings("ignore", message=f".*{message}.*")
+        # tf.distribute logs INFO lines per traced all-reduce and strategy ("Collective all_reduce
+        # tensors: ...") that the root INFO level would print; its warnings still show
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
         _loaded = True
     import tensorflow as tf
 
@@ -149,7 +152,7 @@ def tf_config() -> dict:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         from .errors import UserError
-        raise UserError(f"TF_CONFIG is not valid JSON ({exc}); see README 'Training on several machines'") from None
+        raise UserError(f"TF_CONFIG is not valid JSON ({exc}); see README 'Several GPUs or machines'") from None
 
 
 def is_chief() -> bool:
@@ -189,18 +192,14 @@ def strategy(mode: str):
         # CPU replicas (logical CPU devices, as in the tests) reduce on one device: NCCL needs GPUs
         names = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if not os.environ.get("DEEPFAKE_TRY_MULTI_WORKER"):
-        # The workers join (bounded below), but Keras 3's fit then fails on the distributed batches
-        # ("unsupported type PerReplica"), as TensorFlow's own multi-worker tutorial does:
-        # keras-team/keras#20585. Refuse before any work rather than fail after the cluster forms.
-        raise ParamError("params.yaml: train.distribute=multi_worker does not work with Keras 3 yet "
-                         f"(Keras {__import__('keras').__version__}: keras-team/keras#20585); use mirrored "
-                         "(several GPUs on one machine) or none")
     config = tf_config()
     if not config.get("cluster") or not config.get("task"):
         raise ParamError("params.yaml: train.distribute=multi_worker needs the TF_CONFIG environment "
-                         "variable (cluster and task); see README 'Training on several machines'")
+                         "variable (cluster and task); see README 'Several GPUs or machines'")
     _configure_coordination(tf, config)
+    from . import keras_multi_worker
+
+    keras_multi_worker.apply()  # Keras 3's fit fails under this strategy without it (keras#20585)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     with cluster_errors(f"joining the cluster (waited up to {REGISTER_TIMEOUT_S} s)"):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -220,11 +219,15 @@ def _configure_coordination(tf, config: dict) -> None:
         heartbeat_timeout_in_ms=30_000, shutdown_barrier_timeout_in_ms=REGISTER_TIMEOUT_S * 1000)
 
 
+def is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, load_tensorflow().distribute.MultiWorkerMirroredStrategy)
+
+
 def describe(strategy) -> str:
     """", mirrored over 2 replicas" or "" for the default strategy (for the device log line)."""
     replicas = strategy.num_replicas_in_sync
     kind = type(strategy).__name__
-    if kind == "MultiWorkerMirroredStrategy":
+    if is_multi_worker(strategy):
         return f", multi_worker over {replicas} replicas (worker {worker_index()})"
     if kind == "MirroredStrategy":
         return f", mirrored over {replicas} replicas"
@@ -250,7 +253,8 @@ def cluster_errors(what: str):
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError,
             tf.errors.AbortedError, tf.errors.InternalError) as exc:
         from .errors import UserError
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first)[:200]  # TF's op name: no help
         workers = tf_config().get("cluster", {}).get("worker", [])
         raise UserError(f"multi-worker training: {what} failed ({first}); a worker is missing, died or "
                         f"is unreachable: start every worker of TF_CONFIG ({', '.join(workers)}) with the same "

@@ -216,7 +216,7 @@ def inference_rule(params) -> dict:
 
 
 def _on_fixed_features(model: keras.Model, layer_name: str, train_data, val_data, batch_size: int,
-                       seed: int):
+                       seed: int, strategy):
     """(the head after ``layer_name`` as its own model sharing ``model``'s layers, training and
     validation data as that layer's outputs, computed once). The extractor has no trainable weights,
     so training the head on stored features is the same as training the whole model; one pass of
@@ -235,7 +235,8 @@ def _on_fixed_features(model: keras.Model, layer_name: str, train_data, val_data
         if after:
             x = layer(x)
         after = after or layer.name == layer_name
-    head = keras.Model(inputs, x, name=f"{model.name}_head")
+    with strategy.scope():  # the head trains under the model's strategy (Keras takes it from the scope)
+        head = keras.Model(inputs, x, name=f"{model.name}_head")
     from . import richmodel
 
     richmodel.standardise(head, train_x)
@@ -306,7 +307,7 @@ def fit(folder, catalog: dict, params, live_dir: str | None, model: keras.Model 
     features = model_catalog.MODELS[params.model].fixed_features
     if features:  # extract once, then epochs cost only the head's steps
         fitted_model, train_data, val_data = _on_fixed_features(model, features, train_data, val_data,
-                                                                params.batch_size, params.seed)
+                                                                params.batch_size, params.seed, strategy)
     steps = int(np.ceil(n_train * per_image / params.batch_size))
     if checkpoint_dir and params.freeze_epochs:
         log.info("train: no checkpoints for two-phase fine-tuning (freeze_epochs > 0); a killed run starts again")

@@ -8,7 +8,6 @@ that evaluate needs nothing else. Per-epoch loss and AUC go to metrics/train_liv
 from __future__ import annotations
 
 import logging
-import shutil
 
 from deepfake_detector import check_both_classes, entrypoint
 from deepfake_detector.files import write_json
@@ -32,14 +31,16 @@ def main() -> None:
     check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
                        str(PROCESSED), "rerun preprocess on a fuller dataset")
     chief = devices.is_chief()  # multi-worker: only the chief writes outputs and metrics
-    checkpoint = TRAIN_CHECKPOINT if chief else TRAIN_CHECKPOINT.with_name(
-        f"{TRAIN_CHECKPOINT.name}-worker{devices.worker_index()}")
+    checkpoint = TRAIN_CHECKPOINT
+    if devices.is_multi_worker(strategy):
+        # Every worker would have to resume from the same epoch, and only the chief writes files.
+        log.info("train: multi_worker runs don't resume after a kill (no epoch checkpoints)")
+        checkpoint = None
     key = checkpoints.run_key(as_dict(params), PROCESSED)
     model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE) if chief else None,
                                   model, strategy, checkpoint, key)
     timing = {name: metrics.pop(name) for name in training.TIMING_KEYS}
     if not chief:
-        shutil.rmtree(checkpoint, ignore_errors=True)  # a worker's own, never a DVC output
         log.info("train: worker %d done (the chief writes the outputs)", devices.worker_index())
         return
     modelfile.save(model, MODEL, meta={
