@@ -1,9 +1,9 @@
 """Fitting a detector: the tf.data input pipeline, device and precision choice, callbacks.
 
 The input pipeline decodes records in parallel, resizes once, caches decoded images in RAM up to a
-budget (the rest streams from disk every epoch), then batches, augments whole batches and prefetches
-uint8, so the accelerator (or the CPU's training step) never waits on JPEG decoding after the first
-epoch. A split that fits the budget is held as one tensor and batches are gathered from it.
+budget (the rest streams from disk every epoch), then batches, augments whole batches, casts and
+prefetches, so the accelerator (or the CPU's training step) never waits on JPEG decoding after the
+first epoch. A split that fits the budget is held as one tensor and batches are gathered from it.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _cached_split(shards: list[dict], budget_images: int) -> int:
 def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache_images: int,
                   augment_params, seed: int, patch_size: int = 0,
                   patches_per_image: int = 1) -> tuple[tf.data.Dataset, int]:
-    """Shuffled, augmented batches of (uint8 images, labels); returns (dataset, images held in the cache).
-    The model casts its input to float on its device (models.build's float32 Input), so the host
-    neither writes nor sends four bytes per pixel.
+    """Shuffled, augmented batches of (float32 images in [0, 255], labels); returns (dataset, images
+    held in the cache). The cast is one batched op on the host: handing the model uint8 and letting
+    its float32 Input cast made the sample's train stage 1.4x longer in wall time on the CPU.
 
     With ``patch_size``, each epoch holds ``patches_per_image`` random square crops of every image
     (each image's crops come from separate passes, so a batch mixes many images' patches)."""
@@ -73,6 +73,8 @@ def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache
         data = tf.data.Dataset.zip(data, noise).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         data = data.map(lambda images, labels, *_: (images, labels))
+    data = data.map(lambda images, labels: (tf.cast(images, tf.float32), labels),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE), cached_n
 
 

@@ -114,14 +114,14 @@ def test_batch_augmentation_decides_image_by_image_and_keeps_the_order():
     assert 5 < changed < 35
 
 
-def test_cached_batches_are_uint8_and_untouched_without_augmentation(tmp_path):
-    """The feed hands the model uint8 (its float32 Input casts on the device); with every
-    augmentation off, the pixels are the stored ones and each label stays with its image."""
+def test_cached_batches_are_untouched_without_augmentation(tmp_path):
+    """With every augmentation off, the pixels are the stored ones (as float32 in [0, 255]) and each
+    label stays with its image."""
     catalog = write_records(tmp_path)
     data, cached = training.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1)
     assert cached == 40
     for images, labels in data:
-        assert images.dtype == tf.uint8 and images.shape[1:] == (32, 32, 3)
+        assert images.dtype == tf.float32 and images.shape[1:] == (32, 32, 3)
         index = np.round(images.numpy()[:, 0, 0, 0] / 5).astype(int)
         assert (images.numpy() == images.numpy()[:, :1, :1, :1]).all()  # flat, as written
         assert (labels.numpy() == index % 2).all()
