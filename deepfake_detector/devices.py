@@ -201,8 +201,34 @@ def strategy(mode: str):
 
     keras_multi_worker.apply()  # Keras 3's fit fails under this strategy without it (keras#20585)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
-    with cluster_errors(f"joining the cluster (waited up to {REGISTER_TIMEOUT_S} s)"):
+    workers = ", ".join(config["cluster"].get("worker", []))
+    with cluster_errors(f"joining the cluster (waited up to {REGISTER_TIMEOUT_S} s)"), _watchdog(
+            REGISTER_TIMEOUT_S + 30, f"error: multi-worker training: no contact with every worker of TF_CONFIG "
+            f"({workers}) after {REGISTER_TIMEOUT_S + 30} s; start them all with the same params and data, "
+            "and check the addresses and ports"):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: int, message: str):
+    """Bound the block by a child process that prints ``message`` and kills this one after ``seconds``.
+    TensorFlow's cluster join can wait for a worker that never starts inside C++ holding the GIL,
+    past its own register timeout, where no Python timer or signal handler runs."""
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    guard = ("import os, select, signal, sys\n"
+             "if not select.select([int(sys.argv[1])], [], [], float(sys.argv[3]))[0]:\n"
+             "    print(sys.argv[4], file=sys.stderr, flush=True)\n"
+             "    os.kill(int(sys.argv[2]), signal.SIGKILL)\n")
+    child = subprocess.Popen([sys.executable, "-c", guard, str(read_end), str(os.getpid()), str(seconds),
+                              message], pass_fds=(read_end,))
+    os.close(read_end)
+    try:
+        yield
+    finally:
+        os.close(write_end)  # end of file: the guard wakes and exits quietly (also if this process dies)
+        child.wait()
 
 
 def _configure_coordination(tf, config: dict) -> None:

@@ -145,3 +145,22 @@ def test_a_dead_worker_ends_the_other_with_a_clear_line(preprocessed, killed):
     assert last.startswith("error: multi-worker training:") and "a worker is missing, died" in last, out[-3000:]
     assert waited < 150, waited
     print(f"worker {1 - killed} ended {waited:.0f} s after worker {killed} was killed: {last}")
+
+
+def test_a_worker_that_never_starts_ends_the_other_with_a_clear_line(preprocessed):
+    """Worker 0 of a 2-worker TF_CONFIG alone: TensorFlow's cluster join would wait for worker 1
+    forever; the watchdog ends it with one line after the register timeout plus 30 s."""
+    saved = (preprocessed / "params.yaml").read_text()
+    set_params(preprocessed, {"train.distribute": "multi_worker"})
+    started = time.monotonic()
+    try:
+        alone = train(preprocessed, TF_CONFIG=tf_config(free_ports(2), 0), DEEPFAKE_REGISTER_TIMEOUT="5")
+        out = finish(alone, timeout=300)
+    finally:
+        (preprocessed / "params.yaml").write_text(saved)
+    waited = time.monotonic() - started
+    assert alone.returncode != 0, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("error: multi-worker training:") and "check the addresses and ports" in last, out[-3000:]
+    assert waited < 120, waited
+    print(f"worker 0 alone ended after {waited:.0f} s (exit {alone.returncode}): {last}")
