@@ -58,12 +58,28 @@ def _rescale(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
     return _to_uint8(tf.image.resize(image, size, method="bilinear"))
 
 
+def _corners(place: tf.Tensor, height, width, side) -> tf.Tensor:
+    """[n, 2] top-left corners of ``side`` squares: ``place`` [n, 2], uniform in [0, 1), says where
+    in the free range of each image each corner goes."""
+    return tf.cast(place * tf.cast(tf.stack([height - side + 1, width - side + 1]), tf.float32), tf.int32)
+
+
+def random_crops(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """A random ``size`` square of each image [n, h, w, c], each at its own place."""
+    n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    corner = _corners(tf.random.stateless_uniform([n, 2], seed, 0, 1), height, width, size)
+    rows = corner[:, :1] + tf.range(size)[tf.newaxis]
+    cols = corner[:, 1:] + tf.range(size)[tf.newaxis]
+    crops = tf.gather(tf.gather(images, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    return tf.ensure_shape(crops, [None, size, size, images.shape[-1]])
+
+
 def _cutout(images: tf.Tensor, fraction: float, place: tf.Tensor) -> tf.Tensor:
     """A mid-grey square of side ``fraction`` of the shorter side per image, at ``place`` [n, 2]
     (uniform in [0, 1): where in the free range its corner goes)."""
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     side = tf.maximum(tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32), 1)
-    corner = tf.cast(place * tf.cast(tf.stack([height - side + 1, width - side + 1]), tf.float32), tf.int32)
+    corner = _corners(place, height, width, side)
     top, left = corner[:, 0, tf.newaxis, tf.newaxis], corner[:, 1, tf.newaxis, tf.newaxis]
     rows = tf.range(height)[tf.newaxis, :, tf.newaxis]
     cols = tf.range(width)[tf.newaxis, tf.newaxis, :]
@@ -93,10 +109,10 @@ def _flip(images: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.reverse(tf.reshape(images, [-1, shape[2], shape[3]]), [1]), shape)
 
 
-def _each(fn, dtype=tf.uint8):
+def _each(fn):
     """``fn`` (one image, its draws) applied image by image (for ops that take a scalar setting)."""
     return lambda images, *draws: tf.map_fn(lambda args: fn(*args), (images, *draws),
-                                            fn_output_signature=tf.TensorSpec(images.shape[1:], dtype))
+                                            fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8))
 
 
 def make_batch_augment(params):

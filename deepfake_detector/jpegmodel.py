@@ -46,11 +46,16 @@ def dct_matrix() -> np.ndarray:
     return matrix
 
 
+def _quantised_basis(table: np.ndarray) -> np.ndarray:
+    """[8, 8, 8, 8]: pixel (i, j) → coefficient (u, v) of the 8x8 block DCT, divided by ``table``."""
+    return np.einsum("ui,vj->ijuv", dct_matrix(), dct_matrix()) / table
+
+
 def block_dct_kernel(quality: int = 75) -> tuple[np.ndarray, np.ndarray]:
     """(kernel [8, 8, 3, 64], bias [64]) of the convolution RGB in [0, 255] → luma DCT coefficients
     divided by the quantisation table; output channel u·8 + v is frequency (row u, column v)."""
     table = quantisation_table(quality)
-    basis = np.einsum("ui,vj->ijuv", dct_matrix(), dct_matrix()) / table
+    basis = _quantised_basis(table)
     kernel = basis.reshape(8, 8, 1, 64) * LUMA_WEIGHTS[None, None, :, None]
     bias = np.zeros(64, np.float32)
     bias[0] = -128 * 8 / table[0, 0]  # the level shift only moves DC (8 x mean)
@@ -106,7 +111,7 @@ def chroma_features(inputs):
     """[0, 255] RGB → [n, 2·4,501] statistics of the estimated quantised Cb and Cr coefficients: 4:2:0
     stores chroma at half size, so each chroma map is averaged over 2x2 pixels (undoing the decoder's
     upsampling up to its smoothing), then the 8x8 block DCT over the chroma table."""
-    basis = np.einsum("ui,vj->ijuv", dct_matrix(), dct_matrix()) / CHROMA_TABLE_Q75
+    basis = _quantised_basis(CHROMA_TABLE_Q75)
     kernel = np.einsum("ijk,cr->ijrck", basis.reshape(8, 8, 64), CHROMA_WEIGHTS)  # [8, 8, 3, 2, 64]
     # the 2x2 average folded in: a stride-16 16x16 kernel over RGB (Cb, Cr have no level shift to undo)
     kernel = np.repeat(np.repeat(kernel, 2, axis=0), 2, axis=1) / 4

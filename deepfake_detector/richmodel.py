@@ -133,7 +133,7 @@ def standardise(head: keras.Model, features: np.ndarray) -> None:
     before it is applied first: the statistics are of what the standardisation receives."""
     for layer in head.layers:
         if isinstance(layer, SquareRoot):
-            features = np.sqrt(np.maximum(features, 0.0))
+            features = keras.ops.convert_to_numpy(layer(features))
         if isinstance(layer, layers.Normalization):
             layer.adapt_mean.assign(features.mean(axis=0))
             layer.adapt_variance.assign(np.maximum(features.var(axis=0), 1e-8))

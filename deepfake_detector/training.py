@@ -67,15 +67,15 @@ def train_dataset(folder, catalog: dict, image_size: int, batch_size: int, cache
             images = batch[0]
             if patch_size:
                 crop_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(noise_seed, 2))
-                images = _random_crops(images, patch_size, crop_seed)
+                images = augment.random_crops(images, patch_size, crop_seed)
             return apply(images, noise_seed), batch[1]
 
         data = tf.data.Dataset.zip(data, noise).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        data = data.map(lambda images, labels, *_: (images, labels))
-    data = data.map(lambda images, labels: (tf.cast(images, tf.float32), labels),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE), cached_n
+
+    def to_float(images, labels, *_):  # manifest indices dropped: fit would read them as sample weights
+        return tf.cast(images, tf.float32), labels
+
+    return data.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), cached_n
 
 
 def _gathered_batches(decoded: tf.data.Dataset, n: int, batch_size: int, passes: int,
@@ -120,18 +120,6 @@ def _streamed_batches(files: list[str], fitted: int, cached_n: int, n: int, resi
     if passes > 1:
         data = data.repeat(passes)  # each pass reshuffles and crops anew
     return data.batch(batch_size)
-
-
-def _random_crops(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
-    """A random ``size`` square of each image, each at its own place."""
-    n, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-    corner = tf.random.stateless_uniform([n, 2], seed, 0, 1) * tf.cast(
-        tf.stack([height - size + 1, width - size + 1]), tf.float32)
-    corner = tf.cast(corner, tf.int32)
-    rows = corner[:, :1] + tf.range(size)[tf.newaxis]
-    cols = corner[:, 1:] + tf.range(size)[tf.newaxis]
-    crops = tf.gather(tf.gather(images, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
-    return tf.ensure_shape(crops, [None, size, size, images.shape[-1]])
 
 
 def eval_dataset(folder, catalog: dict, split: str, image_size: int, batch_size: int,

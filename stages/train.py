@@ -36,7 +36,7 @@ def main() -> None:
         # Every worker would have to resume from the same epoch, and only the chief writes files.
         log.info("train: multi_worker runs don't resume after a kill (no epoch checkpoints)")
         checkpoint = None
-    key = checkpoints.run_key(as_dict(params), PROCESSED)
+    key = checkpoints.run_key(as_dict(params), PROCESSED) if checkpoint else ""  # hashes the data
     model, metrics = training.fit(PROCESSED, catalog, params, str(TRAIN_LIVE) if chief else None,
                                   model, strategy, checkpoint, key)
     timing = {name: metrics.pop(name) for name in training.TIMING_KEYS}
