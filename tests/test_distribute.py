@@ -78,17 +78,24 @@ def snapshot(project: Path) -> dict:
             for folder in ("models", "metrics") for p in sorted((project / folder).rglob("*")) if p.is_file()}
 
 
-EPOCHS = 6  # enough for a validation ROC-AUC near 0.9 on the tiny data, so the comparison means something
+EPOCHS = 6
+# Data-parallel training over the same global batch computes the same gradient as one worker, up to
+# the order of its sums, when nothing depends on the per-replica part of a batch: no
+# BatchNormalization (each replica normalises its own half) and no dropout (each replica draws its
+# own masks). residual_cooc is such a model (fixed features, then a logistic regression: a convex
+# problem), so one and two workers must agree to float rounding, on any CPU. The CNNs agreed only
+# in expectation (0.809 against 0.790 on one machine, 0.766 on another), so a tolerance on them
+# tested the machine, not the code.
+EXACT = {"train.model": "residual_cooc", "train.distribute": "none", "train.epochs": EPOCHS,
+         "train.patience": EPOCHS}
 
 
 def test_two_workers_match_one_worker_and_only_the_chief_writes(preprocessed, tmp_path):
     """Two real workers on loopback ports, each in its own copy of the project (as on two machines),
-    train the same pipeline as one worker: same global batch, same seed, DATA sharding. The chief's
-    validation ROC-AUC equals the one-worker run's within 0.03: each replica normalises its half of
-    the batch in BatchNormalization (16 images, not 32), so the runs are equal in expectation, not
-    bit for bit (measured here: 0.8096 one worker, 0.7896 two; patience off so both run every epoch).
-    The other worker writes nothing."""
-    set_params(preprocessed, {"train.distribute": "none", "train.epochs": EPOCHS, "train.patience": EPOCHS})
+    train the same pipeline as one worker: same global batch, same seed, DATA sharding. With a model
+    without per-replica batch statistics or randomness (``EXACT``), the chief's validation loss and
+    ROC-AUC equal the one-worker run's to rounding. The other worker writes nothing."""
+    set_params(preprocessed, EXACT)
     out = finish(train(preprocessed))
     one = json.loads((preprocessed / paths.TRAIN_METRICS).read_text())
     set_params(preprocessed, {"train.distribute": "multi_worker"})
@@ -99,13 +106,16 @@ def test_two_workers_match_one_worker_and_only_the_chief_writes(preprocessed, tm
     procs = [train(project, TF_CONFIG=tf_config(ports, index))
              for index, project in enumerate((preprocessed, second))]
     outs = [finish(proc) for proc in procs]
-    set_params(preprocessed, {"train.distribute": "auto", "train.epochs": 2, "train.patience": 2})
+    set_params(preprocessed, {"train.model": "compact_cnn", "train.distribute": "auto", "train.epochs": 2,
+                              "train.patience": 2})
     for proc, out in zip(procs, outs):
         assert proc.returncode == 0, out[-3000:]
     two = json.loads((preprocessed / paths.TRAIN_METRICS).read_text())
     assert two["distribute"] == "multi_worker over 2 replicas (worker 0)", (two, outs[0][-3000:])
-    assert two["epochs"] == one["epochs"]
-    assert abs(two["val_roc_auc"] - one["val_roc_auc"]) <= 0.03, (one, two)
+    assert two["epochs"] == one["epochs"] == EPOCHS
+    assert one["val_roc_auc"] > 0.6  # it learned something, so that equal AUCs mean something
+    assert abs(two["val_loss"] - one["val_loss"]) <= 1e-4 and abs(two["val_roc_auc"] - one["val_roc_auc"]) <= 1e-3, (
+        one, two)
     assert "worker 1 done (the chief writes the outputs)" in outs[1], outs[1][-3000:]
     assert snapshot(second) == before  # the non-chief wrote no model, metrics or checkpoint
     # no epoch checkpoint in a multi-worker run: only the note that the folder is empty
