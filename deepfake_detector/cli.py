@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -13,9 +14,21 @@ from .files import atomic_open
 FORMATS = ("table", "json", "csv")
 
 
+def _number(kind, text: str):
+    """``text`` as a finite ``kind``; argparse shows the ArgumentTypeError's words as they are."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if not math.isfinite(value):  # nan compares False with everything: `nan <= 0` lets it through
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _positive(kind):
     def parse(text: str):
-        value = kind(text)
+        value = _number(kind, text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
@@ -23,14 +36,14 @@ def _positive(kind):
 
 
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(float, text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
 def _margin(text: str) -> float:
-    value = float(text)
+    value = _number(float, text)
     if not 0.0 <= value <= 2.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 2], got {text}")
     return value
@@ -48,9 +61,12 @@ def parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict", help="score image files, folders (recursively) and videos",
-        description="Score images (JPEG, PNG, WebP, BMP), folders (recursively) and videos (mp4, mov, avi, "
-                    "webm). One row per scored face, one verdict row per file, one error row per file "
-                    "that cannot be scored. Exit status 0 if any file was scored, 2 if none was.")
+        description="Score images (JPEG, PNG, WebP, BMP, GIF's first frame; not TIFF, HEIC or AVIF: convert "
+                    "those to PNG), folders (recursively) and videos (mp4, mov, avi, webm, mkv, m4v). One row "
+                    "per scored face, one verdict row per file (no score when no face is found), one error "
+                    "row per file that cannot be scored. A model that reads un-resized face crops (the "
+                    "real_faces recipe) is never given detected faces: it scores each image whole and "
+                    "refuses other sizes. Exit status 0 if any file was scored, 2 if none was.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image, video or folder")
     predict.add_argument("--model", default=paths.MODEL, type=Path,
                          help="trained model file (default: %(default)s)")
@@ -72,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=_probability,
                          help="decision threshold on P(fake); default: the one evaluate chose on "
                               "Validation for this very model file")
+    predict.add_argument("--max-video-seconds", type=_positive(float),
+                         help="refuse videos longer than this (default: no limit; memory stays bounded "
+                              "either way)")
     predict.add_argument("--batch-size", type=_positive(int), default=64,
                          help="images per model call (default: %(default)s)")
     predict.add_argument("--max-pixels", type=_positive(int), default=MAX_PIXELS,
@@ -106,6 +125,9 @@ def _watch_parser(commands) -> None:
     watch.add_argument("--interval", type=_positive(float), default=1.0,
                        help="seconds of stream between printed verdicts (default: %(default)s)")
     watch.add_argument("--seconds", type=_positive(float), help="stop after this many seconds of stream")
+    watch.add_argument("--stall", type=_positive(float), default=10.0,
+                       help="a camera or stream that sends no frame for this many seconds has stalled: watch "
+                            "prints its summary and ends with exit status 2 (default: %(default)s)")
     watch.add_argument("--show-fps", action="store_true", help="print the scored frames per second achieved")
     watch.add_argument("--record", type=Path, metavar="OUT.mp4",
                        help="write the annotated stream here (mp4, at the source's frame rate; atomically)")
@@ -179,9 +201,12 @@ def run_predict(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
     fmt = args.format or (suffix if suffix in FORMATS else "table")
     scorer, threshold = _load(args)
+    if scorer.native_only and not args.no_detect:
+        print(f"note: {predict.native_rule(scorer)}", file=sys.stderr)
     options = predict.Options(threshold=threshold, finder=None if args.no_detect else faces.FaceFinder(),
                               margin=args.margin, fps=args.fps, top_k=args.top_k,
-                              max_pixels=args.max_pixels, batch_size=args.batch_size)
+                              max_pixels=args.max_pixels, batch_size=args.batch_size,
+                              max_seconds=args.max_video_seconds)
     if args.explain:
         from .explain import Writer
 
@@ -213,13 +238,18 @@ def _load(args: argparse.Namespace):
 def run_watch(args: argparse.Namespace) -> int:
     from . import faces, watch
 
-    scorer, threshold = _load(args)
+    source = watch.open_source(args.source)  # a wrong SOURCE is said before the model loads
+    try:
+        scorer, threshold = _load(args)
+    except BaseException:
+        source.capture.release()
+        raise
     finder = None if args.no_detect else faces.FaceTracker(every=args.detect_every, background=True)
     options = watch.Options(threshold=threshold, finder=finder, margin=args.margin, window=args.window,
                             interval=args.interval, seconds=args.seconds, record=args.record,
-                            show_fps=args.show_fps, format=args.format)
+                            show_fps=args.show_fps, format=args.format, stall=args.stall)
     try:
-        watch.watch(args.source, scorer, options, sys.stdout)
+        watch.watch(source, scorer, options, sys.stdout)
     finally:
         if finder is not None:
             finder.close()
@@ -258,6 +288,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # C++ errors too: every file TensorFlow or OpenCV can't read is a row or a line in our own words
+    entrypoint.quiet_libraries(tf_level="3")
     args = parser().parse_args(argv)
     entrypoint.run(lambda: sys.exit(args.run(args)))
 

@@ -38,7 +38,36 @@ MARGINS = {"haarcascade_frontalface_alt2.xml": 0.25, "haarcascade_frontalface_de
 DEFAULT_MARGIN = MARGINS[CASCADE]
 RAISE = 0.065  # crop centre above the box centre, in box sides (0.064 alt2, 0.067 default)
 MIN_FACE = 24  # pixels (in the detection image): smaller faces carry little for the model anyway
+# Searched again with this fraction of the longer side added around it (edges repeated) when the
+# picture alone shows no face: on 160 FFHQ/StyleGAN test crops cut tight (the central 65%), faces
+# found 67.5% -> 93.1%; on the Kaggle-style crops themselves 94.4% either way (padding only retried).
+PAD = 0.25
 DETECT_MAX_SIDE = 1280  # larger images are searched on a copy this size (a 12 MP photo: 1.7 s -> 0.2 s)
+
+
+def input_contract(scorer) -> dict:
+    """How an image must be prepared for this model, in words a runtime outside this package can
+    follow (export's sidecar carries it): colour, range, size, the crop and the resize."""
+    size = scorer.image_size
+    if scorer.native_only:
+        crop = {"rule": "as_is", "detect_faces": False,
+                "why": f"the model reads pixel-level traces (noise, the 8x8 JPEG grid) of {size}x{size} "
+                       "face crops as stored: a crop, a resize or a re-encode erases them"}
+        resize = {"method": "never", "note": f"images that are not {size}x{size} are refused"}
+    else:
+        crop = {"rule": "face_square", "detect_faces": True, "margin": DEFAULT_MARGIN,
+                "raise": RAISE,
+                "square": "a square 1 + 2 * margin face-box sides wide, centred raise box sides above "
+                          "the box's centre, moved (then shrunk) to lie inside the image",
+                "no_face": "the largest centred square (inputs that are already face crops)"}
+        resize = {"method": "area", "library": "tf.image.resize(method='area'), rounded to uint8",
+                  "when": f"only when the crop is not {size}x{size}",
+                  "note": "bilinear or bicubic resizing (PIL's default) moves scores: use area (PIL BOX, "
+                          "OpenCV INTER_AREA)"}
+    return {"colour": "RGB", "dtype": "float32", "range": [0, 255], "layout": "NHWC",
+            "size": [size, size], "crop": crop, "resize": resize,
+            "inference": scorer.meta.get("inference", "whole_image"),
+            "patch_size": scorer.meta.get("patch_size")}
 
 
 class FaceFinder:
@@ -68,7 +97,13 @@ class FaceFinder:
         scale = min(1.0, self.max_side / max(gray.shape))
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        boxes = [tuple(int(round(v / scale)) for v in box) for box in self._search(gray, self.min_face)]
+        found = self._search(gray, self.min_face)
+        pad = 0
+        if not len(found):  # a face that fills the picture (a tight crop) is found with room around it
+            pad = int(round(PAD * max(gray.shape)))
+            found = self._search(cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE), self.min_face)
+        boxes = [_inside(tuple(int(round(v / scale)) for v in (x - pad, y - pad, w, h)), rgb.shape)
+                 for x, y, w, h in found]
         return sorted(boxes, key=lambda b: -b[2] * b[3])
 
     def _search(self, gray: np.ndarray, min_face: int, max_face: int = 0):
@@ -152,6 +187,13 @@ class FaceTracker(FaceFinder):
                 if not any(_overlap(box, other) > 0.5 for other in found):  # two tracks, one face
                     found.append(box)
         return sorted(found, key=lambda b: -b[2] * b[3])
+
+
+def _inside(box, shape) -> tuple[int, int, int, int]:
+    """(x, y, w, h) clipped to an image of ``shape`` (a box found on a padded copy may reach past it)."""
+    x, y, w, h = box
+    left, top = max(0, x), max(0, y)
+    return left, top, max(1, min(shape[1], x + w) - left), max(1, min(shape[0], y + h) - top)
 
 
 TRACK_SIDE = 96  # a tracked face is looked for at about this side (pixels)

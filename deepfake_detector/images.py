@@ -44,6 +44,9 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # Files that start like an image but cannot be opened are broken images, not "not_image".
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 _PNG_END = b"IEND\xaeB`\x82"
+# ISO-BMFF brands of still images (HEIC, HEIF, AVIF) and JPEG XL's two signatures
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 
 # A JPEG marker: 0xFF followed by a byte that is not a stuffed zero, a restart marker (both occur
 # inside entropy-coded data) or another 0xFF (fill).
@@ -270,6 +273,8 @@ def failure_reason(data: bytes, exc: Exception | None) -> str:
 def _unidentified(data: bytes) -> str:
     if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return failure_reason(data, None)
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS or data.startswith(_JXL_SIGNATURES):
+        return "unsupported"  # a phone's HEIC/AVIF or a JPEG XL: an image, in a format Pillow can't read
     try:  # an image, but in a format we do not decode (PSD, EPS, ICO ...)?  Header only.
         Image.open(io.BytesIO(data))
         return "unsupported"

@@ -8,8 +8,8 @@ pipeline uses: the model sees at inference exactly the pixels it was trained on.
   Keras model, for Grad-CAM and export).
 * ``decode(data)``: file bytes → RGB uint8, or ``Unreadable`` with a reason, checked from the header
   before any pixel exists (the pixel cap).
-* ``crops(rgb, finder, margin, size)``: the face crops a finder (``faces.FaceFinder``) sees, or the
-  whole image when there is no finder or no face, each resized to the model's input.
+* ``crops(rgb, finder, margin, size)``: the face crops a finder (``faces.FaceFinder``) sees (none
+  when it sees no face), or the whole image when there is no finder, each resized to the model's input.
 * ``Scorer.score(images)``: P(fake) of a stack of model-sized images, in batches through one
   ``tf.function`` (never ``model(x)`` per image); ``Scorer.score_records`` for the stored records.
 * The decision threshold travels beside the model (``<model>.threshold.json``, written by evaluate)
@@ -101,15 +101,14 @@ class Crop:
 
 
 def crops(rgb: np.ndarray, finder, margin: float, size: int) -> list[Crop]:
-    """Each face ``finder`` finds, as a square grown by ``margin`` (``finder.squares``), or the
-    whole image's centre square when ``finder`` is None or finds no face."""
-    height, width = rgb.shape[:2]
-    squares = finder.squares(rgb, margin) if finder is not None else []
-    found = bool(squares)
-    out = []
-    for x, y, w, h in squares or [images.centre_square(height, width)]:  # as preprocess squares photos
-        out.append(Crop((x, y, w, h), found, fit(rgb[y:y + h, x:x + w], size)))
-    return out
+    """Each face ``finder`` finds, as a square grown by ``margin`` (``finder.squares``); with no
+    finder, the whole image's centre square (the input is a face crop). A finder that finds no face
+    gives no crop: a picture without a face gets no verdict, never a guess from the whole scene."""
+    if finder is None:
+        squares, found = [images.centre_square(*rgb.shape[:2])], False  # as preprocess squares photos
+    else:
+        squares, found = finder.squares(rgb, margin), True
+    return [Crop((x, y, w, h), found, fit(rgb[y:y + h, x:x + w], size)) for x, y, w, h in squares]
 
 
 class Scorer:
@@ -120,6 +119,7 @@ class Scorer:
 
         self.path, self.model, self.meta, self.sha256 = Path(path), model, meta, sha256
         self.image_size = int(meta["image_size"])
+        self.native_only = native_only(meta)
         spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
         rule = meta.get("inference", "whole_image")
         # One trace for every batch size; the uint8 → float32 [0, 255] cast is the model's input rule.
@@ -171,6 +171,18 @@ class Scorer:
         return pd.concat(frames, ignore_index=True)
 
 
+def native_only(meta: dict) -> bool:
+    """True when the model must see face crops at exactly its input size, never resized or cut from
+    a larger picture: the fixed-feature models (``catalog.ModelInfo.fixed_features``), whose features
+    are pixel noise and the JPEG grid. A model file may say so itself (``native_only``)."""
+    from . import catalog
+
+    if "native_only" in meta:
+        return bool(meta["native_only"])
+    info = catalog.MODELS.get(meta.get("model"))
+    return info is not None and info.fixed_features is not None
+
+
 def patch_grid_scores(model, images, patch_size: int):
     """float32 [n, size, size, 3] → [n, 1] P(fake): the sigmoid of the mean logit of the grid of
     ``patch_size`` squares (a remainder strip at the right and bottom edges is left out)."""
@@ -208,6 +220,9 @@ def read_threshold(scorer: Scorer) -> float:
         raise UserError(f"{path}: unreadable ({exc}); {fix}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("threshold"), (int, float)):
         raise UserError(f"{path}: no threshold in it; {fix}")
+    value = saved["threshold"]
+    if isinstance(value, bool) or not 0.0 <= value <= 1.0:  # also nan: a P(fake) cut-off is in [0, 1]
+        raise UserError(f"{path}: threshold {value!r} is not a probability in [0, 1]; {fix}")
     if saved.get("model_sha256") != scorer.sha256:
         raise UserError(f"{path} was chosen for another model file than {scorer.path} (sha256 "
                         f"{str(saved.get('model_sha256'))[:12]}, this one {scorer.sha256[:12]}); {fix}")

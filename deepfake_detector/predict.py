@@ -13,10 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -45,12 +46,22 @@ class Options:
     explain: object | None = None  # explain.Writer: a Grad-CAM PNG per scored crop (--explain)
     max_seconds: float | None = None  # longer videos are refused (serve's cap), None: no cap
 
+    def __post_init__(self):  # the CLI checks its options; a library caller gets the same words
+        for name in ("threshold", "margin", "fps", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or name in
+                                                                                    ("threshold", "margin"))):
+                raise UserError(f"predict: {name} must be a finite number > 0 (threshold, margin: >= 0), "
+                                f"got {value!r}")
+
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Files in the order given; folders recursively (sorted, hidden files skipped); no repeats."""
+    """Files in the order given; folders recursively (sorted, hidden files skipped); no repeats.
+    Symbolic links inside a folder are listed, not followed, so that a broken one or one to a folder
+    gets its own error row instead of vanishing."""
     seen, out = set(), []
     for given in map(Path, paths):
-        found = ([p for p in sorted(given.rglob("*")) if p.is_file()
+        found = ([p for p in sorted(given.rglob("*")) if (p.is_file() or p.is_symlink())
                   and not any(part.startswith(".") for part in p.relative_to(given).parts)]
                  if given.is_dir() else [given])
         for path in found:
@@ -113,12 +124,18 @@ class Unit:
     scores: np.ndarray | None = None
 
 
-def _units(files: list[Path], options: Options) -> Iterator[Unit]:
+def _units(files: list[Path], options: Options, native: str | None) -> Iterator[Unit]:
     for path in files:
         if not path.exists():
-            yield Unit(path, error=Unreadable("not_found", "no such file or folder"))
+            yield Unit(path, error=Unreadable("not_found", "a broken symbolic link" if path.is_symlink()
+                                              else "no such file or folder"))
+        elif path.is_dir():  # only a link inside a folder gets here (given folders were expanded)
+            yield Unit(path, error=Unreadable("unreadable", "a symbolic link to a folder, not followed: "
+                                              "give that folder itself"))
         elif path.suffix.lower() in VIDEO_SUFFIXES and not path.stat().st_size:
             yield Unit(path, error=Unreadable("empty"))
+        elif path.suffix.lower() in VIDEO_SUFFIXES and native:
+            yield Unit(path, error=Unreadable("wrong_size", f"videos can't be scored by this model: {native}"))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             try:
                 for index, seconds, rgb in video_frames(path, options.fps, options.max_pixels,
@@ -130,14 +147,18 @@ def _units(files: list[Path], options: Options) -> Iterator[Unit]:
             yield Unit(path, load=lambda path=path: decode(path.read_bytes(), options.max_pixels))
 
 
-def _prepared(units: Iterator[Unit], options: Options, size: int) -> Iterator[Unit]:
+def _prepared(units: Iterator[Unit], options: Options, size: int, native: str | None) -> Iterator[Unit]:
     """Units with their crops, prepared on a thread pool while the previous batch is scored, in
     order. At most a batch and a bit ahead, holding at most ``HELD_BYTES`` of video frames: memory
-    stays bounded however many files or frames there are."""
+    stays bounded however many files or frames there are. With ``native`` (a model that reads
+    un-resized crops, ``Scorer.native_only``) an image of another size is refused, never resized."""
     def prepare(unit: Unit) -> Unit:
         if unit.error is None:
             try:
-                unit.crops = crops(unit.load(), options.finder, options.margin, size)
+                rgb = unit.load()
+                if native and rgb.shape[:2] != (size, size):
+                    raise Unreadable("wrong_size", f"{rgb.shape[1]}x{rgb.shape[0]}: {native}")
+                unit.crops = crops(rgb, options.finder, options.margin, size)
             except Unreadable as exc:
                 unit.error = exc
             except OSError as exc:  # unreadable file (permissions, a vanished file ...)
@@ -191,23 +212,30 @@ def _label(score: float, threshold: float) -> str:
     return CLASS_NAMES[int(score >= threshold)]
 
 
-def _verdict(path: Path, units: list[Unit], options: Options) -> dict:
+def _verdict(path: Path, units: list[Unit], options: Options, native: str | None) -> dict:
     """The file's row: an image's most suspicious crop; a video's mean (and top-k mean) over its
-    sampled frames of each frame's most suspicious crop."""
-    per_unit = [float(u.scores.max()) for u in units]
+    sampled frames with a face of each frame's most suspicious crop. No face anywhere: no score."""
+    per_unit = [float(u.scores.max()) for u in units if len(u.crops)]
     faces = sum(c.face for u in units for c in u.crops)
-    if units[0].frame is None:
+    video = units[0].frame is not None
+    if not per_unit:
+        where = f"in {len(units)} sampled frames" if video else "in the image"
+        return _row(file=str(path), kind="file", faces=0, frames=len(units) if video else None,
+                    note=f"no face found {where}: not scored; if it is a face crop already, pass --no-detect")
+    if not video:
         score = per_unit[0]
         note = (f"most suspicious of {faces} faces" if faces > 1 else "one face" if faces else
-                "no face found: whole image scored" if options.finder is not None else
+                "whole image scored: this model reads un-resized crops (no face detection)" if native else
                 "whole image scored (--no-detect)")
         return _row(file=str(path), kind="file", p_fake=score, label=_label(score, options.threshold),
                     faces=faces, note=note)
     score = float(np.mean(per_unit))
     top = float(np.mean(sorted(per_unit, reverse=True)[:options.top_k]))
+    without = len(units) - len(per_unit)
     return _row(file=str(path), kind="file", p_fake=score, label=_label(score, options.threshold),
                 top_k_mean=top, faces=faces, frames=len(units),
-                note=f"mean of {len(units)} frames at {options.fps:g}/s; top-{options.top_k} mean {top:.4f}")
+                note=f"mean of {len(per_unit)} frames at {options.fps:g}/s; top-{options.top_k} mean {top:.4f}"
+                     + (f"; {without} frames without a face left out" if without else ""))
 
 
 def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
@@ -220,7 +248,11 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
     if not files:
         raise UserError(f"no files in {', '.join(map(str, paths))}: "
                         "give image or video files, or folders holding them")
-    units = _scored(_prepared(_units(files, options), options, scorer.image_size), scorer, options.batch_size)
+    native = native_rule(scorer)
+    if native:  # never a face cut from a larger picture and resized: that erases what it reads
+        options = replace(options, finder=None)
+    units = _scored(_prepared(_units(files, options, native), options, scorer.image_size, native),
+                    scorer, options.batch_size)
     rows: list[dict] = []
     bar = tqdm(total=len(files), unit="file", file=sys.stderr,  # shown on a terminal only
                disable=None if progress and len(files) > 1 else True)
@@ -228,7 +260,7 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
 
     def close_file():
         if current:
-            rows.append(_verdict(current[0].file, current, options))
+            rows.append(_verdict(current[0].file, current, options, native))
             current.clear()
             bar.update()
 
@@ -246,14 +278,27 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
                              box=list(crop.box), face=crop.face, p_fake=float(score),
                              label=_label(float(score), options.threshold),
                              note="" if crop.face else "whole image (centre square)"))
-        if options.explain is not None:
+        if options.explain is not None and unit.crops:
             options.explain.add(unit.file, unit.frame, unit.crops, unit.scores)
+        for crop in unit.crops:  # scored: only the box is kept (a long video's frames would add up)
+            crop.pixels = None
         current.append(unit)
     close_file()
     if options.explain is not None:
         options.explain.close()
     bar.close()
     return rows
+
+
+def native_rule(scorer: Scorer) -> str | None:
+    """For a model that scores only un-resized crops of its input size (``Scorer.native_only``), the
+    rule in words, as error rows and notes give it; else None."""
+    if not scorer.native_only:
+        return None
+    size = scorer.image_size
+    return (f"{scorer.path} ({scorer.meta.get('model')}) reads pixel-level traces of un-resized {size}x{size} "
+            f"face crops, as it was trained; give {size}x{size} face crops (no face detection or resizing "
+            "is done for it), or use a model trained with the default recipe")
 
 
 def json_header(scorer: Scorer, threshold: float, given: bool) -> dict:

@@ -67,7 +67,7 @@ def test_predict_scores_equal_evaluate_on_the_validation_crops(trained, tmp_path
     assert (both.loc[clear, "verdict"] == both.loc[clear, "predicted"]).all()
 
 
-def test_a_face_is_found_and_scored_and_a_faceless_image_is_scored_whole(trained, media):
+def test_a_face_is_found_and_scored_and_a_faceless_image_gets_no_verdict(trained, media):
     code, out, _ = predict(trained, str(media["face"]), str(media["no_face"]), "--format", "json")
     assert code == 0
     rows = rows_of(out)
@@ -75,12 +75,17 @@ def test_a_face_is_found_and_scored_and_a_faceless_image_is_scored_whole(trained
     assert len(face) == 1 and face[0]["face"] is True
     x, y, w, h = face[0]["box"]
     assert x < FACE_CENTRE[0] < x + w and y < FACE_CENTRE[1] < y + h and w == h and 200 < w < 420
-    whole = [r for r in rows if r["file"] == str(media["no_face"])]
-    assert [r["kind"] for r in whole] == ["face", "file"]
+    # no face: no crop is scored and the file gets no score or label, never a guess from the scene
+    faceless = [r for r in rows if r["file"] == str(media["no_face"])]
+    assert [r["kind"] for r in faceless] == ["file"]
+    assert faceless[0]["p_fake"] is None and faceless[0]["label"] is None and faceless[0]["faces"] == 0
+    assert "no face found" in faceless[0]["note"] and "--no-detect" in faceless[0]["note"]
+    code, out, _ = predict(trained, str(media["no_face"]), "--no-detect", "--format", "json")
+    whole = rows_of(out)
+    assert code == 0 and [r["kind"] for r in whole] == ["face", "file"]
     assert whole[0]["face"] is False and whole[0]["box"] == [60, 0, 200, 200]  # the centre square
-    assert "no face found" in whole[1]["note"] and whole[1]["faces"] == 0
-    for verdict in (r for r in rows if r["kind"] == "file"):
-        crops = [r["p_fake"] for r in rows if r["file"] == verdict["file"] and r["kind"] == "face"]
+    for verdict in (r for r in rows + whole if r["kind"] == "file" and r["p_fake"] is not None):
+        crops = [r["p_fake"] for r in rows + whole if r["file"] == verdict["file"] and r["kind"] == "face"]
         assert verdict["p_fake"] == max(crops) and 0 <= verdict["p_fake"] <= 1
 
 
@@ -93,8 +98,8 @@ def test_a_video_is_sampled_at_fps_and_reports_mean_and_top_k(trained, media):
     assert sorted({r["frame"] for r in faces}) == [0, 5, 10, 15, 20, 25]  # 10 fps sampled at 2/s
     assert {r["time"] for r in faces} == {0.0, 0.5, 1.0, 1.5, 2.0, 2.5}
     assert sum(r["face"] for r in faces) >= 5  # the portrait is found in (nearly) every frame
-    per_frame = [max(r["p_fake"] for r in faces if r["frame"] == f) for f in range(0, 30, 5)]
-    verdict = rows[-1]
+    per_frame = [max(r["p_fake"] for r in faces if r["frame"] == f) for f in sorted({r["frame"] for r in faces})]
+    verdict = rows[-1]  # frames without a face (if any) are left out of the mean
     assert verdict["kind"] == "file" and verdict["frames"] == 6
     assert verdict["p_fake"] == pytest.approx(np.mean(per_frame))
     assert verdict["top_k_mean"] == pytest.approx(np.mean(sorted(per_frame)[-3:]))
@@ -144,7 +149,8 @@ def test_each_output_format_parses_back_to_the_same_rows(trained, media, tmp_pat
     parsed = list(csv.DictReader((tmp_path / "out.csv").open()))
     assert code == 0 and [list(r) for r in parsed] == [list(ROW_FIELDS)] * len(rows)
     for mine, back in zip(rows, parsed):
-        assert float(back["p_fake"]) == mine["p_fake"] and back["label"] == mine["label"]
+        assert (float(back["p_fake"]) if back["p_fake"] else None) == mine["p_fake"]  # None: no face
+        assert (back["label"] or None) == mine["label"]
         assert back["box"] == (",".join(map(str, mine["box"])) if mine["box"] else "")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically
 
@@ -152,7 +158,8 @@ def test_each_output_format_parses_back_to_the_same_rows(trained, media, tmp_pat
     assert table[0].split() == ["file", "kind", "frame", "box", "P(fake)", "label", "note"]
     assert len(table) == 1 + len(rows)
     for line, row in zip(table[1:], rows):
-        assert line.startswith(row["file"]) and f"{row['p_fake']:.4f}" in line and row["label"] in line
+        assert line.startswith(row["file"]) and row["label"] is None or (
+            f"{row['p_fake']:.4f}" in line and row["label"] in line)
 
 
 def test_the_threshold_must_come_from_this_model(trained, tmp_path):
@@ -201,3 +208,101 @@ def test_a_video_over_the_length_cap_is_refused_from_its_header_before_any_frame
         next(frames)  # not one frame is decoded and scored first
     assert refused.value.reason == "too_long" and "4.0 s" in str(refused.value)
     assert len(list(video_frames(path, fps=10, max_pixels=10**6, max_seconds=5))) == 40
+
+
+def test_links_and_formats_it_cannot_read_get_a_row_each(trained, media, tmp_path):
+    """A broken link, a link to a folder and a phone's HEIC photo each get their own error row
+    (they used to vanish, or be called not_image)."""
+    folder = tmp_path / "in"
+    (folder / "elsewhere").mkdir(parents=True)
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (folder / "album").symlink_to(folder / "elsewhere", target_is_directory=True)
+    (folder / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    code, out, _ = predict(trained, str(folder), str(media["face"]), "--format", "json")
+    errors = {Path(r["file"]).name: (r["error"], r["note"]) for r in rows_of(out) if r["kind"] == "error"}
+    assert code == 0 and set(errors) == {"gone.jpg", "album", "phone.heic"}, errors
+    assert errors["gone.jpg"] == ("not_found", "a broken symbolic link")
+    assert errors["album"][0] == "unreadable" and "link to a folder" in errors["album"][1]
+    assert errors["phone.heic"][0] == "unsupported"
+
+
+@pytest.mark.parametrize("saved", [7, -0.1, float("nan"), True])
+def test_a_threshold_file_outside_0_1_is_refused_in_one_line(trained, tmp_path, saved):
+    model = tmp_path / "model.keras"
+    model.write_bytes((trained / paths.MODEL).read_bytes())
+    good = read_json(trained / paths.THRESHOLD)
+    inference.threshold_path(model).write_text(json.dumps({**good, "threshold": saved}))
+    code, out, err = predict(trained, str(FACE_IMAGE), "--model", str(model))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "not a probability in [0, 1]" in err and "dvc repro evaluate" in err
+
+
+def _number_options():
+    """(command, option) of every option whose value is a number, from the parser itself."""
+    import argparse
+
+    from deepfake_detector import cli
+
+    commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if action.option_strings and getattr(action.type, "__qualname__", "").startswith(
+                    ("_positive", "_probability", "_margin")):
+                yield name, action.option_strings[0]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_number_option_of_every_command_refuses_non_finite_values(value, capsys):
+    from deepfake_detector import cli
+
+    options = list(_number_options())
+    assert {("predict", "--fps"), ("watch", "--window"), ("watch", "--interval"), ("watch", "--seconds"),
+            ("serve", "--fps"), ("predict", "--threshold")} <= set(options)
+    needs = {"predict": ["x.jpg"], "watch": ["0"], "export": ["--format", "onnx"], "serve": []}
+    for command, option in options:
+        with pytest.raises(SystemExit) as stopped:
+            cli.parser().parse_args([command, *needs[command], f"{option}={value}"])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and f"argument {option}" in err, (option, err)
+        assert "must be a finite number" in err or "must be an integer" in err, (option, err)
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["predict", "x.jpg", "--threshold", "abc"])
+    assert "--threshold: must be a number, got 'abc'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def native_model(tmp_path_factory) -> Path:
+    """A rich_dct model file at 64 px (the real_faces recipe's model: it reads pixel noise and the
+    JPEG grid), its head standardised on random features, with a threshold beside it."""
+    from deepfake_detector import models, modelfile, richmodel
+
+    folder = tmp_path_factory.mktemp("native")
+    model = models.build("rich_dct", 64)
+    head = model.get_layer("p_fake")
+    richmodel.standardise(model, np.random.default_rng(0).random((8, head.input.shape[-1]), np.float32))
+    path = folder / "rich.keras"
+    modelfile.save(model, path, {"model": "rich_dct", "image_size": 64, "inference": "whole_image"})
+    inference.threshold_path(path).write_text(json.dumps({"threshold": 0.5, "model_sha256": sha256_file(path)}))
+    return path
+
+
+def test_a_model_that_reads_unresized_crops_is_never_given_detected_faces(trained, media, native_model, tmp_path):
+    """F2: a real_faces model run the default way (detection on) scored resized detected faces, and
+    lost half its catch rate without a word. Now: crops of its size are scored whole, any other size
+    is an error row that says why, a video too, and stderr says so once."""
+    crop = tmp_path / "crop.png"
+    rgb = cv2.resize(cv2.imread(str(media["face"])), (64, 64), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(crop), rgb)
+    code, out, err = predict(trained, str(crop), str(media["face"]), str(media["video"]),
+                             "--model", str(native_model), "--format", "json")
+    rows = rows_of(out)
+    assert code == 0 and err.count("un-resized 64x64") == 1, err
+    scored = [r for r in rows if r["file"] == str(crop)]
+    assert [r["kind"] for r in scored] == ["face", "file"] and scored[0]["face"] is False
+    assert scored[0]["box"] == [0, 0, 64, 64] and "un-resized" in scored[1]["note"]
+    refused = {r["file"]: r for r in rows if r["kind"] == "error"}
+    assert set(refused) == {str(media["face"]), str(media["video"])}
+    assert {r["error"] for r in refused.values()} == {"wrong_size"}
+    assert "512x600" in refused[str(media["face"])]["note"] and "64x64" in refused[str(media["face"])]["note"]
+    code, lines, err = run_cli(trained, "watch", str(media["video"]), "--model", str(native_model))
+    assert code == 2 and err.count("\n") == 1 and "un-resized 64x64" in err
