@@ -19,7 +19,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 import cv2
 import numpy as np
@@ -43,10 +43,18 @@ class Options:
     record: Path | None = None
     show_fps: bool = False
     format: str = "text"  # text | json (one object per line)
+    stall: float = 10.0  # a live source that sends no frame for this long has stalled: stop and say so
 
 
-def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
-    """(capture, is_file) for a camera index, a video file or a stream URL; one-line refusal."""
+class Source(NamedTuple):
+    capture: cv2.VideoCapture
+    is_file: bool
+    name: str  # SOURCE as given
+
+
+def open_source(source: str) -> Source:
+    """The opened camera index, video file or stream URL; one-line refusal. Opened before the model
+    loads, so that a wrong SOURCE is said at once."""
     is_file = not source.isdigit() and "://" not in source
     if is_file and not Path(source).is_file():
         raise UserError(f"{source}: no such video file (SOURCE is a file, a camera index like 0, or a "
@@ -56,7 +64,7 @@ def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
         capture.release()
         raise UserError(f"{source}: OpenCV cannot open it as a {'video' if is_file else 'camera or stream'}; "
                         "check the path, camera index or URL")
-    return capture, is_file
+    return Source(capture, is_file, source)
 
 
 def native_fps(capture: cv2.VideoCapture) -> float:
@@ -80,7 +88,7 @@ class LatestFrame:
         self._taken = -1
         self._stop = threading.Event()
         self.read = self.dropped = 0
-        self.ended = False
+        self.ended = self.stalled = False
         self._thread = threading.Thread(target=self._run, name="watch-reader", daemon=True)
 
     def __enter__(self) -> "LatestFrame":
@@ -89,7 +97,8 @@ class LatestFrame:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)  # a live camera's read() returns within a frame
+        # a live camera's read() returns within a frame; a stalled stream's may not return for long
+        self._thread.join(timeout=0.5 if self.stalled else 5)
 
     def _run(self) -> None:
         started = time.perf_counter()
@@ -113,11 +122,17 @@ class LatestFrame:
                 self.ended = True
                 self._ready.notify()
 
-    def get(self) -> tuple[int, float, np.ndarray] | None:
-        """(frame index, seconds from the start, BGR pixels) of the newest frame, or None at the end."""
+    def get(self, timeout: float | None = None) -> tuple[int, float, np.ndarray] | None:
+        """(frame index, seconds from the start, BGR pixels) of the newest frame, or None at the end,
+        or after ``timeout`` seconds without a new frame (``stalled`` is then set)."""
         with self._ready:
+            deadline = None if timeout is None else time.monotonic() + timeout
             while not self.ended and (self._frame is None or self._frame[0] == self._taken):
-                self._ready.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self.stalled = True
+                    return None
+                self._ready.wait(left)
             if self._frame is None or self._frame[0] == self._taken:
                 return None
             self._taken = self._frame[0]
@@ -176,17 +191,22 @@ class Verdict:
 
     def add(self, seconds: float, score: float) -> None:
         self.recent.append((seconds, score))
-        while self.recent[0][0] <= seconds - self.window:
-            self.recent.popleft()
+        self.age(seconds)
         self.frames += 1
         self.total += score
 
-    @property
-    def p_fake(self) -> float:
-        return float(np.mean([score for _, score in self.recent]))
+    def age(self, seconds: float) -> None:
+        """Frames older than the window leave it, also when the newest frame had no face."""
+        while self.recent and self.recent[0][0] <= seconds - self.window:
+            self.recent.popleft()
 
-    def label(self, score: float) -> str:
-        return CLASS_NAMES[int(score >= self.threshold)]
+    @property
+    def p_fake(self) -> float | None:
+        """The window's mean P(fake); None when no frame in it had a face."""
+        return float(np.mean([score for _, score in self.recent])) if self.recent else None
+
+    def label(self, score: float | None) -> str | None:
+        return None if score is None else CLASS_NAMES[int(score >= self.threshold)]
 
 
 def annotate(bgr: np.ndarray, found, scores: np.ndarray, verdict: Verdict, fps: float) -> None:
@@ -201,31 +221,47 @@ def annotate(bgr: np.ndarray, found, scores: np.ndarray, verdict: Verdict, fps: 
                         0.5, colour, 1, cv2.LINE_AA)
     label = verdict.label(verdict.p_fake)
     faces = sum(c.face for c in found)
-    text = f"{label} P(fake) {verdict.p_fake:.2f}  {faces or 'no'} face{'s' * (faces != 1)}  {fps:.1f} fps"
+    said = f"{label} P(fake) {verdict.p_fake:.2f}" if label else "no face: no verdict"
+    text = f"{said}  {faces or 'no'} face{'s' * (faces != 1)}  {fps:.1f} fps"
     cv2.rectangle(bgr, (0, 0), (bgr.shape[1], 22), (0, 0, 0), -1)
-    cv2.putText(bgr, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, COLOURS[label], 1, cv2.LINE_AA)
+    cv2.putText(bgr, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, COLOURS.get(label, (200, 200, 200)), 1,
+                cv2.LINE_AA)
 
 
-def watch(source: str, scorer: Scorer, options: Options, out: TextIO) -> dict:
-    """Score ``source`` until it ends (or ``options.seconds``, or Ctrl-C); print the rolling verdict
-    every ``options.interval`` seconds of stream and a summary. Returns the summary."""
-    capture, is_file = open_source(source)
+def watch(source, scorer: Scorer, options: Options, out: TextIO) -> dict:
+    """Score ``source`` (a SOURCE string, or ``open_source``'s result) until it ends (or
+    ``options.seconds``, or Ctrl-C, or a stall); print the rolling verdict every ``options.interval``
+    seconds of stream and a summary. Returns the summary; a stalled stream raises ``UserError``
+    after the summary is printed."""
+    capture, is_file, name = open_source(source) if isinstance(source, str) else source
+    if scorer.native_only:
+        capture.release()
+        raise UserError(f"{scorer.path} ({scorer.meta.get('model')}) scores only un-resized "
+                        f"{scorer.image_size}x{scorer.image_size} face crops, not a stream's frames; watch with "
+                        "a model trained with the default recipe")
     scorer.score(np.zeros((1, scorer.image_size, scorer.image_size, 3), np.uint8))  # trace before frames come
     fps = native_fps(capture)
     verdict = Verdict(options.window, options.threshold)
     printed_at, rate, ticks = -options.interval, 0.0, deque()  # ticks: wall times of recent scored frames
+    taken = no_face = 0
+    last = -1  # index of the last frame taken: the stream watched is frames 0..last
     started = time.perf_counter()
     interrupted = False
     with recording(options.record, fps) as recorder, LatestFrame(capture, fps, pace=is_file) as reader:
         try:
-            while (frame := reader.get()) is not None:
+            while (frame := reader.get(None if is_file else options.stall)) is not None:
                 index, seconds, bgr = frame
                 if options.seconds is not None and seconds >= options.seconds:
                     break
+                taken, last = taken + 1, index
                 found = crops(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), options.finder, options.margin,
                               scorer.image_size)
-                scores = scorer.score(np.stack([c.pixels for c in found]))
-                verdict.add(seconds, float(scores.max()))
+                scores = scorer.score(np.stack([c.pixels for c in found])) if found else np.zeros(0)
+                if found:
+                    verdict.add(seconds, float(scores.max()))
+                else:  # a frame without a face says nothing about the faces: left out of the verdict
+                    no_face += 1
+                    verdict.age(seconds)
                 now = time.perf_counter()
                 ticks.append(now)
                 while ticks[0] < now - 1.0:
@@ -236,24 +272,32 @@ def watch(source: str, scorer: Scorer, options: Options, out: TextIO) -> dict:
                     recorder.write(bgr, index)
                 if seconds - printed_at >= options.interval:
                     printed_at = seconds
+                    p_fake = verdict.p_fake
                     _emit(out, options, {"time": round(seconds, 2), "frame": index,
-                                         "frame_p_fake": float(scores.max()), "p_fake": round(verdict.p_fake, 4),
-                                         "label": verdict.label(verdict.p_fake), "frames": len(verdict.recent),
+                                         "frame_p_fake": float(scores.max()) if found else None,
+                                         "p_fake": None if p_fake is None else round(p_fake, 4),
+                                         "label": verdict.label(p_fake), "frames": len(verdict.recent),
                                          "faces": sum(c.face for c in found), "fps": round(rate, 1),
-                                         "read": reader.read, "scored": verdict.frames,
-                                         "dropped": reader.dropped})
+                                         "read": index + 1, "scored": verdict.frames, "no_face": no_face,
+                                         "dropped": index + 1 - taken})
         except KeyboardInterrupt:  # the usual way to stop a camera: finish the recording, summarise
             interrupted = True
-        if not verdict.frames:  # inside the block: an empty recording is not kept
-            raise UserError(f"{source}: no frame could be read")
+        if not taken:  # inside the block: an empty recording is not kept
+            raise UserError(f"{name}: no frame arrived within {options.stall:g} s; check the camera or URL"
+                            if reader.stalled else f"{name}: no frame could be read")
     wall = time.perf_counter() - started
-    mean = verdict.total / verdict.frames
-    summary = {"summary": True, "source": source, "seconds": round(wall, 2), "read": reader.read,
-               "scored": verdict.frames, "dropped": reader.dropped,
-               "scored_per_second": round(verdict.frames / wall, 2), "p_fake": round(mean, 4),
-               "label": verdict.label(mean), "threshold": options.threshold, "interrupted": interrupted,
+    mean = verdict.total / verdict.frames if verdict.frames else None
+    # counts over the stream watched (frames 0..last): read = scored + without a face + dropped
+    summary = {"summary": True, "source": name, "seconds": round(wall, 2), "read": last + 1,
+               "scored": verdict.frames, "no_face": no_face, "dropped": last + 1 - taken,
+               "scored_per_second": round(verdict.frames / wall, 2),
+               "p_fake": None if mean is None else round(mean, 4), "label": verdict.label(mean),
+               "threshold": options.threshold, "interrupted": interrupted, "stalled": reader.stalled,
                "recorded_frames": recorder.written if recorder is not None else None}
     _emit(out, options, summary)
+    if reader.stalled:
+        raise UserError(f"{name}: the stream stalled (no frame for {options.stall:g} s); the summary above "
+                        "covers what arrived: check the source and watch again")
     return summary
 
 
@@ -261,13 +305,16 @@ def _emit(out: TextIO, options: Options, row: dict) -> None:
     if options.format == "json":
         out.write(json.dumps(row) + "\n")
     elif row.get("summary"):
+        verdict = (f"P(fake) {row['p_fake']:.3f} {row['label']}" if row["label"] else
+                   "no face in any frame: no verdict")
         out.write(f"{row['scored']} of {row['read']} frames scored in {row['seconds']:.1f} s "
-                  f"({row['scored_per_second']:.1f}/s, {row['dropped']} dropped"
-                  f"{', interrupted' if row['interrupted'] else ''}); all scored frames: "
-                  f"P(fake) {row['p_fake']:.3f} {row['label']}\n")
+                  f"({row['scored_per_second']:.1f}/s, {row['dropped']} dropped, {row['no_face']} without a face"
+                  f"{', interrupted' if row['interrupted'] else ''}{', stalled' if row['stalled'] else ''}); "
+                  f"all scored frames: {verdict}\n")
     else:
-        faces = f"{row['faces']} face{'s' * (row['faces'] != 1)}" if row["faces"] else "no face (whole frame)"
+        faces = f"{row['faces']} face{'s' * (row['faces'] != 1)}" if row["faces"] else "no face"
         fps = f"  {row['fps']:.1f} scored frames/s, {row['dropped']} dropped" if options.show_fps else ""
-        out.write(f"{row['time']:8.1f}s  P(fake) {row['p_fake']:.3f}  {row['label']:<4}  {row['frames']} "
+        said = f"P(fake) {row['p_fake']:.3f}  {row['label']:<4}" if row["label"] else "no face: no verdict"
+        out.write(f"{row['time']:8.1f}s  {said}  {row['frames']} "
                   f"frame{'s' * (row['frames'] != 1)} in {options.window:g} s, {faces}{fps}\n")
     out.flush()

@@ -79,7 +79,7 @@ def test_a_video_file_is_watched_at_its_real_rate_and_recorded(trained, media, t
     assert code == 0, err
     *verdicts, summary = lines
     assert summary["summary"] and summary["read"] == 30  # 3 s at 10 fps
-    assert summary["scored"] + summary["dropped"] == 30 and summary["scored"] >= 1
+    assert summary["scored"] + summary["no_face"] + summary["dropped"] == 30 and summary["scored"] >= 1
     assert seconds >= 2.9  # the last frame arrives 2.9 s after the first: real time, not as fast as it decodes
     assert [v["time"] for v in verdicts][:3] == [0.0, 1.0, 2.0]  # one verdict a second of stream
     for verdict in verdicts:
@@ -125,7 +125,7 @@ def test_frames_are_dropped_when_scoring_cannot_keep_up_never_queued(trained, tm
     out, started = io.StringIO(), time.perf_counter()
     summary = watch.watch(str(video), scorer, options, out)
     seconds = time.perf_counter() - started
-    assert summary["read"] == 400 and summary["scored"] + summary["dropped"] == 400
+    assert summary["read"] == 400 and summary["scored"] + summary["no_face"] + summary["dropped"] == 400
     assert summary["dropped"] > 200 and summary["scored"] >= 2
     assert seconds < 10
     assert json.loads(out.getvalue().splitlines()[-2])["time"] >= 1.0  # verdicts came from the newest frames
@@ -145,3 +145,83 @@ def test_seconds_stops_and_bad_sources_get_one_line(trained, media, tmp_path):
 
     code, _, err = run_cli(trained, "watch", str(media["video"]), "--record", str(tmp_path / "a" / "b.xyz"))
     assert code == 2 and err.count("\n") == 1 and "cannot write a video" in err
+
+
+def _stalling_stream(video: Path, send: float):
+    """A loopback HTTP server that sends the first ``send`` fraction of ``video`` and then stalls,
+    as a camera or stream that stops delivering does; yields its URL."""
+    import contextlib
+    import http.server
+    import threading
+
+    data, release = video.read_bytes(), threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:int(len(data) * send)])
+            self.wfile.flush()
+            release.wait(60)  # the rest never comes while the test runs
+
+        def log_message(self, *args):
+            pass
+
+    @contextlib.contextmanager
+    def serving():
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}/clip.avi"
+        finally:
+            release.set()
+            server.shutdown()
+    return serving()
+
+
+@pytest.mark.slow
+def test_a_stalled_stream_is_said_and_not_taken_for_its_end(trained, tmp_path):
+    """A stream that stops sending used to print nothing for 30 s and exit 0 as if it had ended.
+    Now: after --stall seconds without a frame, the summary of what arrived, then one error line
+    and exit status 2; the counts add up (read = scored + without a face + dropped)."""
+    video = write_video(tmp_path / "clip.avi", 60, 10)
+    with _stalling_stream(video, 0.5) as url:
+        started = time.perf_counter()
+        code, lines, err, _ = run_watch(trained, url, "--stall", "2")
+        waited = time.perf_counter() - started
+    summary = lines[-1]
+    assert code == 2 and err.count("\n") == 1 and "stalled" in err and url in err, err
+    assert summary["summary"] and summary["stalled"] and summary["scored"] >= 1
+    assert summary["read"] == summary["scored"] + summary["no_face"] + summary["dropped"]
+    assert waited < 20  # the stall is said after 2 s (plus start-up), not after FFmpeg's 30 s
+
+
+@pytest.mark.slow
+def test_a_bad_source_is_said_before_the_model_loads(trained, tmp_path):
+    """A missing file took 5-6 s to report because the model loaded first: the source is opened first
+    now, so even an unloadable model file is not looked at."""
+    broken = tmp_path / "broken.keras"
+    broken.write_text("not a model")
+    code, out, err = run_cli(trained, "watch", str(tmp_path / "missing.mp4"), "--model", str(broken))
+    assert code == 2 and out == "" and "no such video file" in err and "broken.keras" not in err
+
+
+@pytest.mark.slow
+def test_frames_without_a_face_give_no_verdict_and_the_counts_add_up(trained, media, tmp_path):
+    """A scene with no face was scored whole and labelled Fake 0.975; now a frame without a face is
+    left out of the verdict, and a stream without any face ends with no verdict."""
+    background = cv2.imread(str(media["no_face"]))
+    video = tmp_path / "empty_room.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, background.shape[1::-1])
+    for _ in range(15):
+        writer.write(background)
+    writer.release()
+    code, lines, err, _ = run_watch(trained, str(video))
+    *verdicts, summary = lines
+    assert code == 0, err
+    assert summary["scored"] == 0 and summary["no_face"] >= 1 and summary["p_fake"] is None
+    assert summary["label"] is None and summary["read"] == summary["no_face"] + summary["dropped"] == 15
+    assert verdicts and all(v["label"] is None and v["frame_p_fake"] is None for v in verdicts)
+    code, out, _ = run_cli(trained, "watch", str(video))
+    assert code == 0 and "no face: no verdict" in out and "no face in any frame: no verdict" in out
