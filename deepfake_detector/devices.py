@@ -1,11 +1,6 @@
-"""Where and how training runs: TensorFlow loaded without noise, the device, seeds and determinism,
-mixed precision, the tf.distribute strategy, and the machine facts that decide numeric results.
-
-TensorFlow prints its start-up lines (oneDNN notice, "Could not find cuda drivers", CPU feature
-guard, cuInit failure) from C++ through absl before any log level applies, so
-``load_tensorflow`` catches file descriptor 2 while TensorFlow loads and looks for devices, and
-passes on every line except those known, meaningless ones.
-"""
+"""Where and how training runs: the device, seeds and determinism, mixed precision, the
+tf.distribute strategy, and the machine facts that decide numeric results. TensorFlow itself is
+loaded quietly by ``entrypoint.load_tensorflow``."""
 
 from __future__ import annotations
 
@@ -15,61 +10,10 @@ import logging
 import os
 import re
 import sys
-import tempfile
-import warnings
+
+from .entrypoint import load_tensorflow
 
 log = logging.getLogger(__name__)
-
-# C++ start-up lines that tell a CPU user nothing they can act on.
-_NOISE = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations are on|"
-                    r"Could not find cuda drivers|cpu_feature_guard|To enable the following instructions|"
-                    r"failed call to cuInit|rebuild TensorFlow with the appropriate compiler flags|"
-                    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
-                    r"TF-TRT Warning|could not open file to read NUMA node")
-# Keras warnings that hold for our datasets by design (they are shuffled and sized in tf.data).
-_KERAS_NOISE = (r"`shuffle=True` was passed", r"Your input ran out of data")
-_loaded = False
-
-
-@contextlib.contextmanager
-def _filtered_stderr():
-    """Run the block with fd 2 going to a temp file, then pass on its lines that are not noise."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            kept = [line for line in caught.read().decode(errors="replace").splitlines()
-                    if line.strip() and not _NOISE.search(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
-
-
-def load_tensorflow():
-    """Import TensorFlow and enumerate devices once, quietly; returns the module."""
-    global _loaded
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if not _loaded:
-        with _filtered_stderr():
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")  # the cuInit attempt happens here
-        for message in _KERAS_NOISE:
-            warnings.filterwarnings("ignore", message=f".*{message}.*")
-        # tf.distribute logs INFO lines per traced all-reduce and strategy ("Collective all_reduce
-        # tensors: ...") that the root INFO level would print; its warnings still show
-        logging.getLogger("tensorflow").setLevel(logging.WARNING)
-        _loaded = True
-    import tensorflow as tf
-
-    return tf
-
 
 def gpus() -> list:
     return load_tensorflow().config.list_physical_devices("GPU")

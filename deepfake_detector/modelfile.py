@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 from . import CLASS_NAMES
+from .entrypoint import load_tensorflow
 from .errors import UserError
 from .files import atomic_path
 
@@ -61,7 +62,8 @@ def read_meta(path: str | Path) -> dict:
 def load(path: str | Path):
     """(keras model, meta dict); a ``UserError`` with one line for any file that isn't a usable model."""
     meta = read_meta(path)
-    import keras  # after the cheap checks: a missing or broken file fails before TensorFlow loads
+    load_tensorflow()  # after the cheap checks: a missing or broken file fails before TensorFlow loads
+    import keras
 
     from . import jpegmodel, richmodel  # noqa: F401  (register their custom layers for loading)
 
