@@ -173,7 +173,8 @@ def _serve_parser(commands) -> None:
         description="Serve a web page (/) where a person drops an image or a video and sees each face's "
                     "P(fake) and the verdict, and an HTTP API (POST /api/predict returns the rows of "
                     "`predict --format json`; GET /api/health; schema at /openapi.json). One inference "
-                    "worker; requests past --queue get 503. Ctrl-C stops.")
+                    "worker; requests past --queue get 503; an upload that stalls or is too slow gets "
+                    "408. Ctrl-C or SIGTERM stops.")
     serve.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s, this machine only; see the README "
@@ -190,6 +191,12 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--queue", type=_positive(int), default=Limits.queue,
                        help="requests accepted at once (uploading, waiting or being scored); more get "
                             "503 (default: %(default)s)")
+    serve.add_argument("--read-timeout", type=_positive(float), default=Limits.read_seconds, metavar="SECONDS",
+                       help="an upload that sends nothing for this long is cut with 408, freeing its "
+                            "--queue slot (default: %(default)g)")
+    serve.add_argument("--upload-timeout", type=_positive(float), default=Limits.upload_seconds, metavar="SECONDS",
+                       help="a whole upload must arrive within this long, else 408 (default: %(default)g, "
+                            "50 MiB at ~3.5 Mbit/s)")
     serve.add_argument("--fps", type=_positive(float), default=1.0,
                        help="video frames sampled per second (default: %(default)s)")
     serve.set_defaults(run=run_serve)
@@ -276,14 +283,20 @@ def run_serve(args: argparse.Namespace) -> int:
     from . import serve, webapp
 
     limits = serve.Limits(upload_bytes=int(args.max_upload_mb * 2**20), pixels=args.max_pixels,
-                          video_seconds=args.max_video_seconds, queue=args.queue)
-    service = serve.Service(args.model, args.threshold, limits, fps=args.fps)
+                          video_seconds=args.max_video_seconds, queue=args.queue,
+                          read_seconds=args.read_timeout, upload_seconds=args.upload_timeout)
+    sock = webapp.listen(args.host, args.port)  # a port in use is said at once, before the model loads
+    try:
+        service = serve.Service(args.model, args.threshold, limits, fps=args.fps)
+    except BaseException:
+        sock.close()
+        raise
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
     print(f"serving {args.model} (threshold {service.threshold:.4f}) at {where}; Ctrl-C stops", file=sys.stderr)
     if args.host not in webapp.LOOPBACK:
         print(f"warning: listening on {args.host}: anyone who can reach this port can upload files and use "
               "this machine's CPU (no login, no TLS); see the README", file=sys.stderr)
-    webapp.run(service, args.host, args.port)
+    webapp.run(service, args.host, sock)
     return 0
 
 

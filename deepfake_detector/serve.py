@@ -7,7 +7,9 @@ header, the same rows, the same scores. Only ``file`` in each row is the upload'
 never used as a path). ``explain=true`` adds ``explain``: a Grad-CAM PNG (data URL) per face row.
 
 Bounded work: a request takes one of ``Limits.queue`` slots before its body is read and keeps it
-until its temp folder is deleted; with every slot taken the answer is 503 at once. One thread runs
+until its temp folder is deleted; with every slot taken the answer is 503 at once. So the body's read
+is bounded too (``read_seconds`` without a byte, ``upload_seconds`` in all: 408), or a few stalled
+clients would hold every slot. One thread runs
 the model (TensorFlow already uses both cores inside a call), so memory is at most ``queue``
 uploads on disk plus one being scored. Uploads are written under a fresh temp folder with a name the
 server chooses (``image``, ``video.mp4``...), and the folder is deleted when the answer is sent.
@@ -42,6 +44,8 @@ class Limits:
     pixels: int = 25_000_000  # per image or video frame, checked from the header before decoding
     video_seconds: float = 120.0
     queue: int = 32  # requests admitted at once (uploading, waiting or being scored); more get 503
+    read_seconds: float = 10.0  # an upload that sends no byte for this long is cut (408)
+    upload_seconds: float = 120.0  # a whole upload's deadline: 50 MiB at ~3.5 Mbit/s
 
 
 class Rejected(Exception):
@@ -94,9 +98,10 @@ class Service:
         self._cam = None  # Grad-CAM, built on its first use
         self._slots = threading.BoundedSemaphore(limits.queue)
         self._worker = Worker(limits.queue)
-        self.scratch = Path(tempfile.mkdtemp(prefix="deepfake-detector-serve-"))
         size = self.scorer.image_size
         self.scorer.score(np.zeros((1, size, size, 3), np.uint8))  # trace now, not in the first request
+        # last, so that nothing can fail between making it and the caller's `finally: close()`
+        self.scratch = Path(tempfile.mkdtemp(prefix="deepfake-detector-serve-"))
 
     def admit(self) -> bool:
         return self._slots.acquire(blocking=False)
@@ -144,6 +149,8 @@ def rejection(name: str, reason: str, note: str, limits: Limits) -> Rejected:
         return Rejected(415, f"{what}; {FORMATS_HINT}")
     if reason == "too_large":
         return Rejected(413, f"{what}; the limit is {limits.pixels:,} pixels per image or frame: scale it down")
+    if reason == "wrong_size":  # a model that reads un-resized crops (predict.native_rule says which)
+        return Rejected(422, what)
     if reason == "too_long":
         return Rejected(413, f"{what}; the limit is {limits.video_seconds:g} s: cut the video shorter")
     return Rejected(422, f"{what}; the file is damaged or cut short: upload it again or choose another")

@@ -6,6 +6,7 @@ bounded queue turns the surplus away with 503, and uploads leave nothing behind.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -218,8 +219,14 @@ def test_on_loopback_only_loopback_host_names_are_answered(service):
         assert local.get("/api/health", headers={"host": "rebound.example:8000"}).status_code == 400
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_the_command_has_help_and_a_missing_model_is_one_line(trained):
-    code, _, err = run_cli(trained, "serve", "--model", "models/none.keras")
+    code, _, err = run_cli(trained, "serve", "--model", "models/none.keras", "--port", str(free_port()))
     assert code == 2 and err.strip().splitlines() == [
         "error: models/none.keras: no such model file; train one with `dvc repro train`"]
     code, out, _ = run_cli(trained, "serve", "--help")
@@ -232,8 +239,56 @@ def test_explain_on_a_model_without_gradients_is_a_422_naming_why(media, tmp_pat
 
     modelfile.save(models.build("rich_dct", 256), tmp_path / "rich.keras", {"model": "rich_dct", "image_size": 256})
     running = serve.Service(tmp_path / "rich.keras", threshold=0.5)
+    crop = tmp_path / "crop.png"  # rich_dct scores un-resized 256x256 crops only
+    cv2.imwrite(str(crop), cv2.imread(str(media["face"]))[100:356, 140:396])
     with TestClient(webapp.build(running)) as client:
-        assert post(client, media["face"]).status_code == 200
-        refused = post(client, media["face"], explain=True)
+        assert post(client, crop).status_code == 200
+        refused = post(client, crop, explain=True)
+        resized = post(client, media["face"])  # a photo: its face would be cut and resized, so refused
     running.close()
     assert refused.status_code == 422 and "gradient" in refused.json()["detail"], refused.text
+    assert resized.status_code == 422 and "wrong_size" in resized.json()["detail"], resized.text
+    assert "un-resized 256x256" in resized.json()["detail"] and "damaged" not in resized.json()["detail"]
+
+
+@pytest.mark.parametrize("field", ["detect", "explain"])
+def test_a_flag_that_is_not_true_or_false_is_a_422_naming_it(client, media, field):
+    refused = post(client, media["face"], **{field: "maybe"})
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == f"{field}: must be true or false (also 1/0, yes/no, on/off), got 'maybe'"
+    for word in ("0", "No", "off", "FALSE"):
+        assert post(client, media["face"], **{field: word}).status_code == 200
+
+
+def test_an_upload_from_another_sites_page_is_refused(client, media):
+    with open(media["face"], "rb") as handle:
+        foreign = client.post("/api/predict", files={"file": ("a.jpg", handle)},
+                              headers={"origin": "https://evil.example"})
+    assert foreign.status_code == 403 and "evil.example" in foreign.json()["detail"]
+    with open(media["face"], "rb") as handle:  # the page's own fetch: Origin is this server
+        own = client.post("/api/predict", files={"file": ("a.jpg", handle)}, headers={"origin": "http://testserver"})
+    assert own.status_code == 200
+
+
+def test_the_favicon_is_an_inline_svg_the_page_links(client):
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg") and 'rel="icon" href="/favicon.ico"' in client.get("/").text
+
+
+def test_a_port_in_use_is_one_line_before_serving(trained):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, _, err = run_cli(trained, "serve", "--port", str(port))
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1: port {port} is in use; pass --port"]
+
+
+@pytest.mark.parametrize("option", ["--port", "--threshold", "--max-upload-mb", "--max-pixels",
+                                    "--max-video-seconds", "--queue", "--read-timeout", "--upload-timeout", "--fps"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_numeric_option_refuses_non_finite_values(trained, option, value):
+    code, _, err = run_cli(trained, "serve", f"{option}={value}")
+    assert code == 2 and f"argument {option}: must be" in err and repr(value) in err, err

@@ -4,7 +4,7 @@ const $ = (id) => document.getElementById(id);
 let threshold = 0.5;
 let objectUrl = null;
 
-const fmt = (p) => p.toFixed(4);
+const fmt = (p) => (p === null || p === undefined ? "none" : p.toFixed(4));
 // green (Real) to red (Fake) through the score
 const colour = (p) => `hsl(${Math.round(120 * (1 - p))}, 75%, 40%)`;
 
@@ -68,8 +68,9 @@ function show(file, body) {
   const verdict = body.rows.find((row) => row.kind === "file");
   const faces = body.rows.map((row, index) => ({ ...row, index })).filter((row) => row.kind === "face");
   const cams = new Map((body.explain || []).map((item) => [item.row, item.png]));
-  $("verdict-label").textContent = verdict.label;
-  $("verdict").className = verdict.label;
+  // no face found: no verdict (null label and score), never one from the scene around it
+  $("verdict-label").textContent = verdict.label || "No face found";
+  $("verdict").className = verdict.label || "none";
   $("verdict-score").textContent = fmt(verdict.p_fake);
   $("verdict-score").dataset.pFake = String(verdict.p_fake);
   $("verdict-note").textContent = `${verdict.file}: ${verdict.note}; threshold ${fmt(body.threshold)}`;
@@ -79,6 +80,7 @@ function show(file, body) {
   $("canvas").hidden = isVideo;
   $("video").hidden = !isVideo;
   $("strip-box").hidden = !isVideo;
+  $("video-note").hidden = true;
   if (isVideo) {
     $("video").src = objectUrl;
     drawStrip(faces);
@@ -87,6 +89,14 @@ function show(file, body) {
   }
   fillTable(faces, cams);
   $("result").hidden = false;
+}
+
+// A codec the browser lacks (OpenCV's mp4v) fails with an error, or loads with no picture (width 0).
+function wireVideoNote() {
+  const video = $("video");
+  const note = () => { if (!video.hidden) $("video-note").hidden = false; };
+  video.addEventListener("error", note);
+  video.addEventListener("loadedmetadata", () => { if (!video.videoWidth) note(); });
 }
 
 function drawBoxes(url, faces) {
@@ -187,4 +197,5 @@ function wireDropZone() {
 }
 
 wireDropZone();
+wireVideoNote();
 loadFacts().catch((error) => setStatus(`Cannot read the model's facts (${error.message}).`, true));
