@@ -76,12 +76,17 @@ def onednn_enabled() -> bool:
 
 
 def machine_facts(deterministic: bool) -> dict:
-    """What decides the exact numbers of a run besides params and data (recorded in train.json)."""
+    """What decides the exact numbers of a run besides params and data (recorded in train.json). With
+    ``numerics.portable`` (``entrypoint.portable_numerics``) that is the same on every AVX2 CPU, so
+    this CPU's own ISA is not among them (``host_cpu_isa`` says it, in the timing file)."""
     tf = load_tensorflow()
-    facts = {"cpu_isa": cpu_isa(), "tensorflow": tf.__version__, "onednn": onednn_enabled(),
-             "deterministic": deterministic}
-    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # a cap on the kernels oneDNN picks (emulates an older CPU)
-        facts["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    facts = {"cpu_isa": capped.lower() if capped else cpu_isa(), "tensorflow": tf.__version__,
+             "onednn": onednn_enabled(), "deterministic": deterministic}
+    if capped:
+        facts["onednn_max_cpu_isa"] = capped
+    if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        facts["threads"] = int(os.environ["TF_NUM_INTRAOP_THREADS"])
     return facts
 
 

@@ -71,6 +71,25 @@ def load_tensorflow():
     return tf
 
 
+# numerics.portable: what every x86-64 CPU with AVX2 computes alike (benchmarks/isa_reproducibility.py).
+# oneDNN picks its kernels by the CPU it finds, and TensorFlow's own (Eigen) matrix products call
+# oneDNN's sgemm too, so both are held at AVX2; how many threads split a sum decides its rounding, so
+# their number is fixed too (taken from the param, not from the machine's core count).
+PORTABLE_ENVIRONMENT = {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def portable_numerics(portable: bool, threads: int) -> dict:
+    """Apply ``params.yaml``'s ``numerics`` section before TensorFlow loads; returns what was set
+    (empty when not ``portable``: TensorFlow then picks the fastest kernels for this CPU)."""
+    if not portable:
+        return {}
+    if "tensorflow" in sys.modules:  # oneDNN and TensorFlow's thread pools read these once, at load
+        raise RuntimeError("portable_numerics must run before TensorFlow is imported")
+    settings = {**PORTABLE_ENVIRONMENT, "TF_NUM_INTRAOP_THREADS": str(threads)}
+    os.environ.update(settings)
+    return settings
+
+
 def quiet_libraries(tf_level: str = "2") -> None:
     """Before TensorFlow or OpenCV load: their C++ logs at ``tf_level`` and above only, OpenCV's own
     warnings ("[ WARN:0@...]") and FFmpeg's ("moov atom not found") off. A file they cannot read

@@ -150,6 +150,10 @@ SCHEMA: dict[str, dict] = {
         "deterministic": BOOL,  # seeds + TensorFlow's deterministic kernels: identical reruns
         "distribute": Choice("auto", "none", "mirrored", "multi_worker"),
     },
+    "numerics": {  # read by train and evaluate, before TensorFlow loads (entrypoint.portable_numerics)
+        "portable": BOOL,
+        "threads": Int(1, 1024),
+    },
     "evaluate": {
         "batch_size": Int(1, 4096),
         "max_curve_points": Int(10, 10**6),

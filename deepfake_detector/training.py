@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 STREAM_SHUFFLE = 2048  # shuffle buffer for records that don't fit the cache (decoded images)
 
 
-TIMING_KEYS = ("train_images_per_second", "wall_seconds")  # metrics/timing/train.json, not train.json
+TIMING_KEYS = ("train_images_per_second", "wall_seconds", "host_cpu_isa")  # metrics/timing/train.json, not train.json
 
 
 def _cached_split(shards: list[dict], budget_images: int) -> int:
@@ -351,6 +351,7 @@ def fit(folder, catalog: dict, params, live_dir: str | None, model: keras.Model 
         "val_loss": round(float(history[best]["val_loss"]), 6),
         "train_images_per_second": round(throughput.steady_rate(), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "host_cpu_isa": devices.cpu_isa(),
         "device": devices.device_name(),
         "parameters": int(model.count_params()),
         "cached_images": cached,

@@ -72,6 +72,8 @@ def beyond_one_number(scorer, catalog: dict, scored: dict, threshold: float, par
 
 def main() -> None:
     params = load_section("evaluate", extra_checks=check)
+    numerics = load_section("numerics")
+    entrypoint.portable_numerics(numerics.portable, numerics.threads)  # before TensorFlow loads
     from deepfake_detector import devices
 
     devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU

@@ -19,6 +19,8 @@ log = logging.getLogger("train")
 
 def main() -> None:
     params = load_section("train")
+    numerics = load_section("numerics")
+    entrypoint.portable_numerics(numerics.portable, numerics.threads)  # before TensorFlow loads
     from deepfake_detector import devices
 
     devices.load_tensorflow()  # after the checks, and quietly (no CUDA-missing lines on a CPU)
