@@ -267,6 +267,7 @@ def run_export(args: argparse.Namespace) -> int:
     from . import export, inference
 
     output = args.output or export.default_output(args.model, args.format)
+    entrypoint.load_tensorflow()  # quietly, before tf2onnx imports it
     if args.format == "onnx":
         export.require_onnx()  # a missing package fails before the model loads
     scorer = inference.Scorer.load(args.model)

@@ -25,14 +25,15 @@ _NOISE = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom 
                     r"Could not find cuda drivers|cpu_feature_guard|To enable the following instructions|"
                     r"failed call to cuInit|rebuild TensorFlow with the appropriate compiler flags|"
                     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
-                    r"TF-TRT Warning|could not open file to read NUMA node")
+                    r"TF-TRT Warning|could not open file to read NUMA node|"
+                    r"Created TensorFlow Lite XNNPACK delegate")
 # Keras warnings that hold for our datasets by design (they are shuffled and sized in tf.data).
 _KERAS_NOISE = (r"`shuffle=True` was passed", r"Your input ran out of data")
 _loaded = False
 
 
 @contextlib.contextmanager
-def _filtered_stderr():
+def filtered_stderr():
     """Run the block with fd 2 going to a temp file, then pass on its lines that are not noise."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -56,7 +57,7 @@ def load_tensorflow():
     global _loaded
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not _loaded:
-        with _filtered_stderr():
+        with filtered_stderr():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the cuInit attempt happens here

@@ -16,6 +16,9 @@ residual's direction: (2T+1)^3 bins per residual map, normalised to frequencies.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -45,6 +48,22 @@ def residual_kernel() -> tuple[np.ndarray, list[float], list[int]]:
     return np.stack(kernels, axis=-1), steps, axes
 
 
+_EXPORTABLE = threading.local()
+
+
+@contextlib.contextmanager
+def exportable():
+    """Trace ``frequencies`` with ops every export runtime has (for ``export``): TFLite's builtins and
+    ONNX have no Bincount, but both have an unsorted segment sum. The counts are the same small
+    integers in float32, so the scores are identical; the segment sum is ~3x slower on a CPU, so
+    training and evaluate keep the bincount."""
+    _EXPORTABLE.on = True
+    try:
+        yield
+    finally:
+        _EXPORTABLE.on = False
+
+
 def frequencies(codes, bins: int):
     """[n, ..., k] integer codes in [0, bins) → [n, k·bins]: each of the k maps' code frequencies per
     image (map-major). One bincount for the whole batch: every (image, map) pair is offset into its
@@ -52,8 +71,11 @@ def frequencies(codes, bins: int):
     batch, k = tf.shape(codes)[0], codes.shape[-1]
     codes = tf.reshape(codes, [batch, -1, k])
     offsets = (tf.range(batch)[:, None, None] * k + tf.range(k)[None, None, :]) * bins
-    counts = tf.math.bincount(tf.reshape(codes + offsets, [-1]), minlength=batch * k * bins,
-                              maxlength=batch * k * bins, dtype=tf.float32)
+    flat = tf.reshape(codes + offsets, [-1])
+    if getattr(_EXPORTABLE, "on", False):
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, batch * k * bins)
+    else:
+        counts = tf.math.bincount(flat, minlength=batch * k * bins, maxlength=batch * k * bins, dtype=tf.float32)
     return tf.reshape(counts, [batch, k * bins]) / tf.cast(tf.shape(codes)[1], tf.float32)
 
 

@@ -51,6 +51,18 @@ def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, medi
     scorer = inference.Scorer.load(trained / "models/model.keras")
     assert report["image_size"] == scorer.image_size and report["class_names"] == ["Real", "Fake"]
     assert report["threshold"] == read_json(trained / "models/model.keras.threshold.json")["threshold"]
+    # F9: the whole input contract travels with the export (PIL's bilinear resize moved scores by 0.82)
+    contract = report["preprocessing"]
+    assert contract["resize"]["method"] == "area" and contract["size"] == [scorer.image_size] * 2
+    assert contract["crop"]["rule"] == "face_square" and contract["crop"]["margin"] == 0.25
+    assert contract["inference"] == "whole_image" and contract["range"] == [0, 255]
+    if fmt == "onnx":  # the batch dimension has a name, not tf2onnx's unk__N
+        import onnx
+
+        graph = onnx.load(str(output)).graph
+        assert [v.type.tensor_type.shape.dim[0].dim_param for v in (*graph.input, *graph.output)] == ["n", "n"]
+    if fmt == "tflite":
+        assert report["tflite"]["signature"] == "serving_default"
 
     # images the check never saw: a face crop and its variations, scored by the runtime directly
     images = np.stack([inference.crops(inference.decode(media["face"].read_bytes()), None, 0.0,
@@ -101,3 +113,28 @@ def test_watch_and_export_have_help(tmp_path):
     for command in ("watch", "export"):
         code, out, _ = run_cli(tmp_path, command, "--help")
         assert code == 0 and f"usage: deepfake-detector {command}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_a_model_of_counted_features_exports_in_every_format(trained, native_model, tmp_path, fmt):
+    """F7/F8: the real_faces recipe's model (rich_dct) crashed in ONNX (its standardisation's statistics
+    were left as inputs to feed) and TFLite (no Bincount op). Now every format is written and checked;
+    its sidecar says the model takes un-resized crops."""
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        import cv2
+
+        cv2.imwrite(str(crops / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    output = tmp_path / "out" / f"rich.{fmt}"
+    code, _, err = run_cli(trained, "export", "--format", fmt, "--model", str(native_model), "--output",
+                           str(output), "--check-images", str(crops))
+    assert code == 0 and "Traceback" not in err, err
+    report = read_json(output / "assets.extra" / export.META_FILE if fmt == "savedmodel" else f"{output}.json")
+    assert report["check"]["images"] == 6
+    assert report["check"]["max_abs_difference"] <= report["check"]["tolerance"] <= export.COUNTING_TOLERANCE
+    assert report["preprocessing"]["resize"]["method"] == "never"
+    assert report["preprocessing"]["crop"]["rule"] == "as_is"
+    assert documented_names(fmt, output) == (["image"], ["p_fake"])

@@ -270,22 +270,6 @@ def test_every_number_option_of_every_command_refuses_non_finite_values(value, c
     assert "--threshold: must be a number, got 'abc'" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def native_model(tmp_path_factory) -> Path:
-    """A rich_dct model file at 64 px (the real_faces recipe's model: it reads pixel noise and the
-    JPEG grid), its head standardised on random features, with a threshold beside it."""
-    from deepfake_detector import models, modelfile, richmodel
-
-    folder = tmp_path_factory.mktemp("native")
-    model = models.build("rich_dct", 64)
-    head = model.get_layer("p_fake")
-    richmodel.standardise(model, np.random.default_rng(0).random((8, head.input.shape[-1]), np.float32))
-    path = folder / "rich.keras"
-    modelfile.save(model, path, {"model": "rich_dct", "image_size": 64, "inference": "whole_image"})
-    inference.threshold_path(path).write_text(json.dumps({"threshold": 0.5, "model_sha256": sha256_file(path)}))
-    return path
-
-
 def test_a_model_that_reads_unresized_crops_is_never_given_detected_faces(trained, media, native_model, tmp_path):
     """F2: a real_faces model run the default way (detection on) scored resized detected faces, and
     lost half its catch rate without a word. Now: crops of its size are scored whole, any other size

@@ -68,3 +68,24 @@ def run_cli(project: Path, *args: str) -> tuple[int, str, str]:
     finally:
         os.chdir(cwd)
     return exited.value.code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def native_model(tmp_path_factory) -> Path:
+    """A rich_dct model file at 64 px (the real_faces recipe's model: it reads pixel noise and the
+    JPEG grid), its head standardised on random features, with a threshold beside it."""
+    import json
+
+    import numpy as np
+
+    from deepfake_detector import inference, modelfile, models, richmodel
+    from deepfake_detector.files import sha256_file
+
+    folder = tmp_path_factory.mktemp("native")
+    model = models.build("rich_dct", 64)
+    head = model.get_layer("p_fake")
+    richmodel.standardise(model, np.random.default_rng(0).random((8, head.input.shape[-1]), np.float32))
+    path = folder / "rich.keras"
+    modelfile.save(model, path, {"model": "rich_dct", "image_size": 64, "inference": "whole_image"})
+    inference.threshold_path(path).write_text(json.dumps({"threshold": 0.5, "model_sha256": sha256_file(path)}))
+    return path
