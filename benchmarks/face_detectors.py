@@ -1,6 +1,7 @@
 """Which offline face detector, and which crop margin: accuracy and speed on real faces.
 
     python benchmarks/face_detectors.py [--faces 200] [--scenes 150] [--only haar_default,...]
+    python benchmarks/face_detectors.py --videos /work/shared/data/videos [--per-second 2] [--tight]
 
 Needs /work/shared/data/faces140k-sample.zip (real FFHQ and StyleGAN face crops, 256 px, the Kaggle
 crop style). Candidates that are not installed are reported as such: the project installs OpenCV
@@ -26,6 +27,21 @@ Prints one JSON object, per detector:
 * ``speed_vs_face_finder_640x360``: its rate on the 640x360 scenes over ``FaceFinder``'s (what
   predict runs), the two interleaved (``harness.ratio_to``): the speed figure to compare across
   machines.
+
+``--videos DIR`` measures on real footage instead (``VIDEO_CANDIDATES``): every ``.mp4`` in DIR (one
+person each) is sampled at ``--per-second`` frames a second, each frame given whole (RGB, full
+resolution) to every detector in turn. Per video and detector: ``frames_with_face`` (share of
+sampled frames with at least one box), ``boxes_per_frame`` (mean; one person only, so any box past
+the first is a false detection), ``frames_with_extra_boxes``, ``largest_box_on_face`` (share of the
+frames where ``mtcnn_full`` found a face in which the detector's largest box has its centre inside
+``mtcnn_full``'s box: a found "face" that is not the face counts as a miss here) and
+``cpu_ms_per_frame`` (median and mean CPU time of one call, all its threads). ``haar_alt2`` is
+``FaceFinder`` as predict runs it (padded retry included), ``haar_alt2_single_pass`` the same
+search without the retry; ``mtcnn`` is the 2-stage MTCNN (PNet + RNet) of the table above,
+``mtcnn_full`` the whole 3-stage cascade (PNet + RNet + ONet), ``mtcnn_full_padded_retry`` that with
+``FaceFinder``'s padded retry (``with_padded_retry``). With ``--tight`` the 320 Test crops
+(Real and Fake) are also cut to their central 65% (a face filling the picture) and ``tight_crops``
+gives the share in which each detector finds a face.
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, machine, ratio_to  # noqa: E402
+from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
 from deepfake_detector.faces import FaceFinder  # noqa: E402
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
@@ -98,10 +114,11 @@ def haar(**options):
     return FaceFinder(**options).boxes
 
 
-def mtcnn_detector():
+def mtcnn_detector(stages: str = "face_detection_only"):
+    """``face_detection_only`` runs PNet and RNet only; ``face_and_landmarks_detection`` adds ONet."""
     from mtcnn import MTCNN
 
-    model = MTCNN(stages="face_detection_only")
+    model = MTCNN(stages=stages)
 
     def detect(rgb):
         found = model.detect_faces(rgb, min_face_size=24)
@@ -141,6 +158,21 @@ def dlib_hog(upsample: int):
     return detect
 
 
+def haar_single_pass(**options):
+    """``FaceFinder``'s search without its padded retry: one ``detectMultiScale`` pass on the same
+    (grey, downscaled to ``max_side``, equalised) image."""
+    finder = FaceFinder(**options)
+
+    def detect(rgb):
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, finder.max_side / max(gray.shape))
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return [tuple(int(round(v / scale)) for v in box) for box in finder._search(gray, finder.min_face)]
+
+    return detect
+
+
 CANDIDATES = {
     "haar_alt2": haar,  # FaceFinder as predict runs it
     "haar_default": lambda: haar(cascade="haarcascade_frontalface_default.xml"),
@@ -153,6 +185,36 @@ CANDIDATES = {
     "blazeface_full": lambda: blazeface("FULL"),
     "dlib_hog": lambda: dlib_hog(0),
     "dlib_hog_upsample1": lambda: dlib_hog(1),
+}
+
+
+def with_padded_retry(factory):
+    """``factory``'s detector with ``FaceFinder``'s retry: a picture where no face is found is searched
+    again with ``faces.PAD`` of its longer side added around it (edges repeated)."""
+    from deepfake_detector.faces import PAD, _inside
+
+    def make():
+        detect = factory()
+
+        def retried(rgb):
+            found = detect(rgb)
+            if found:
+                return found
+            pad = int(round(PAD * max(rgb.shape[:2])))
+            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            return [_inside((x - pad, y - pad, w, h), rgb.shape) for x, y, w, h in detect(padded)]
+
+        return retried
+
+    return make
+
+
+VIDEO_CANDIDATES = {
+    "haar_alt2": haar,  # FaceFinder as predict runs it (padded retry included)
+    "haar_alt2_single_pass": haar_single_pass,
+    "mtcnn": mtcnn_detector,
+    "mtcnn_full": lambda: mtcnn_detector("face_and_landmarks_detection"),
+    "mtcnn_full_padded_retry": with_padded_retry(lambda: mtcnn_detector("face_and_landmarks_detection")),
 }
 
 
@@ -239,12 +301,156 @@ def on_scenes(detect, scenes, margin: float, dy: float) -> dict:
     }
 
 
+def sample_frames(path: Path, per_second: float) -> tuple[list[np.ndarray], dict]:
+    """RGB frames of a video at ``per_second`` a second (read in order, every frame grabbed)."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    step = fps / per_second
+    frames, index, next_pick = [], 0, 0.0
+    while capture.grab():
+        if index >= round(next_pick):
+            ok, bgr = capture.retrieve()
+            if ok:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            next_pick += step
+        index += 1
+    capture.release()
+    height, width = frames[0].shape[:2] if frames else (0, 0)
+    return frames, {"frames_in_video": index, "fps": round(fps, 3), "size": f"{width}x{height}",
+                    "sampled": len(frames)}
+
+
+def _centre_inside(box, ref) -> bool:
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return ref[0] <= cx <= ref[0] + ref[2] and ref[1] <= cy <= ref[1] + ref[3]
+
+
+def on_frames(detectors: dict, frames: list[np.ndarray]) -> dict:
+    """Every detector on every frame (in turn, frame by frame, so drifting load hits all alike)."""
+    boxes = {name: [] for name in detectors}
+    cpu = {name: [] for name in detectors}
+    for frame in frames:
+        for name, detect in detectors.items():
+            start = time.process_time()
+            found = detect(frame)
+            cpu[name].append(time.process_time() - start)
+            boxes[name].append(sorted(found, key=lambda b: -b[2] * b[3]))
+    reference = boxes.get("mtcnn_full")
+    out = {}
+    for name, per_frame in boxes.items():
+        counts = [len(b) for b in per_frame]
+        entry = {"frames_with_face": round(sum(c > 0 for c in counts) / len(frames), 3),
+                 "boxes_per_frame": round(sum(counts) / len(frames), 3),
+                 "frames_with_extra_boxes": round(sum(c > 1 for c in counts) / len(frames), 3)}
+        if reference is not None:
+            judged = [(mine, ref) for mine, ref in zip(per_frame, reference) if ref]
+            entry["largest_box_on_face"] = (round(sum(bool(mine) and _centre_inside(mine[0], ref[0])
+                                                      for mine, ref in judged) / len(judged), 3)
+                                            if judged else None)
+        entry["cpu_ms_per_frame"] = {"median": round(statistics.median(cpu[name]) * 1e3, 1),
+                                     "mean": round(statistics.mean(cpu[name]) * 1e3, 1)}
+        out[name] = entry
+    return out
+
+
+def tight_crops(detectors: dict, keep: float = 0.65) -> dict:
+    """The 320 Test crops cut to their central ``keep``: share with a face found, per detector."""
+    with zipfile.ZipFile(REAL_FACES) as bundle:
+        names = sorted(n for n in bundle.namelist() if n.lower().endswith(".jpg") and "/Test/" in n)
+        crops = []
+        for name in names:
+            rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(bundle.read(name), np.uint8), cv2.IMREAD_COLOR),
+                               cv2.COLOR_BGR2RGB)
+            height, width = rgb.shape[:2]
+            ch, cw = int(round(height * keep)), int(round(width * keep))
+            top, left = (height - ch) // 2, (width - cw) // 2
+            crop = np.ascontiguousarray(rgb[top:top + ch, left:left + cw])
+            crops.append(("Real" if "/Real/" in name else "Fake", crop))
+    out = {"images": len(crops), "crop_side": f"{crops[0][1].shape[1]}x{crops[0][1].shape[0]}",
+           "keep": keep, "detectors": {}}
+    for name, detect in detectors.items():
+        print(f"tight crops: {name} ...", file=sys.stderr)
+        found = {"Real": [], "Fake": []}
+        counts, cpu = [], []
+        for label, crop in crops:
+            start = time.process_time()
+            boxes = detect(crop)
+            cpu.append(time.process_time() - start)
+            found[label].append(bool(boxes))
+            counts.append(len(boxes))
+        everything = found["Real"] + found["Fake"]
+        out["detectors"][name] = {
+            "detected": round(sum(everything) / len(everything), 3),
+            "detected_real": round(sum(found["Real"]) / max(len(found["Real"]), 1), 3),
+            "detected_fake": round(sum(found["Fake"]) / max(len(found["Fake"]), 1), 3),
+            "boxes_per_image": round(sum(counts) / len(counts), 3),
+            "cpu_ms_per_image": round(statistics.median(cpu) * 1e3, 1)}
+    return out
+
+
+def videos_main(args) -> None:
+    folder = Path(args.videos)
+    paths = sorted(folder.glob("*.mp4"))
+    if not paths:
+        sys.exit(f"no .mp4 in {folder}")
+    detectors = {}
+    result = {"mode": "videos", "folder": str(folder), "per_second": args.per_second, "cv2": cv2.__version__,
+              "machine": machine(), "detectors": {}, "videos": {}}
+    for name, factory in VIDEO_CANDIDATES.items():
+        if args.only and name not in args.only.split(","):
+            continue
+        try:
+            detectors[name] = factory()
+        except ImportError as exc:
+            result["detectors"][name] = {"error": f"not installed ({exc.name})"}
+    started = time.process_time()
+    totals = {name: {"frames": 0, "with_face": 0.0, "boxes": 0.0, "extra": 0.0} for name in detectors}
+    for path in paths:
+        print(f"{path.name} ...", file=sys.stderr)
+        frames, info = sample_frames(path, args.per_second)
+        if not frames:
+            result["videos"][path.name] = {**info, "error": "no frame decoded"}
+            continue
+        for detect in detectors.values():
+            detect(frames[0])  # warm-up (graph tracing, allocation)
+        per = on_frames(detectors, frames)
+        result["videos"][path.name] = {**info, "detectors": per}
+        for name, entry in per.items():
+            n = len(frames)
+            totals[name]["frames"] += n
+            totals[name]["with_face"] += entry["frames_with_face"] * n
+            totals[name]["boxes"] += entry["boxes_per_frame"] * n
+            totals[name]["extra"] += entry["frames_with_extra_boxes"] * n
+    for name, t in totals.items():
+        if t["frames"]:
+            result["detectors"][name] = {
+                "frames": t["frames"], "frames_with_face": round(t["with_face"] / t["frames"], 3),
+                "boxes_per_frame": round(t["boxes"] / t["frames"], 3),
+                "frames_with_extra_boxes": round(t["extra"] / t["frames"], 3),
+                "cpu_ms_per_frame_mean_of_video_medians": round(statistics.mean(
+                    v["detectors"][name]["cpu_ms_per_frame"]["median"] for v in result["videos"].values()
+                    if "detectors" in v), 1)}
+    if args.tight:
+        if REAL_FACES.exists():
+            result["tight_crops"] = tight_crops(detectors)
+        else:
+            result["tight_crops"] = {"error": f"{REAL_FACES} not found"}
+    result["cpu_seconds_total"] = round(time.process_time() - started, 1)
+    emit(result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=200)
     parser.add_argument("--scenes", type=int, default=150)
     parser.add_argument("--only", default="", help="comma-separated candidate names")
+    parser.add_argument("--videos", default="", help="a folder of .mp4 clips: measure on their frames instead")
+    parser.add_argument("--per-second", type=float, default=2.0, help="frames sampled per second (--videos)")
+    parser.add_argument("--tight", action="store_true", help="with --videos: also the Test crops cut to 65%%")
     args = parser.parse_args()
+    if args.videos:
+        videos_main(args)
+        return
     if not REAL_FACES.exists():
         sys.exit(f"{REAL_FACES} not found: this benchmark needs the shared real faces")
     faces = load_faces(args.faces, seed=0)
