@@ -84,9 +84,10 @@ def portable_numerics(portable: bool, threads: int) -> dict:
     (empty when not ``portable``: TensorFlow then picks the fastest kernels for this CPU)."""
     if not portable:
         return {}
-    if "tensorflow" in sys.modules:  # oneDNN and TensorFlow's thread pools read these once, at load
-        raise RuntimeError("portable_numerics must run before TensorFlow is imported")
     settings = {**PORTABLE_ENVIRONMENT, "TF_NUM_INTRAOP_THREADS": str(threads)}
+    # oneDNN and TensorFlow's thread pools read these once, at load: too late unless already in effect
+    if "tensorflow" in sys.modules and any(os.environ.get(k) != v for k, v in settings.items()):
+        raise RuntimeError("portable_numerics must run before TensorFlow is imported")
     os.environ.update(settings)
     return settings
 

@@ -19,7 +19,8 @@ from projectcopy import dvc, make_project, project_env, set_params
 
 pytestmark = pytest.mark.slow
 
-TWO_CPUS = ("import runpy, tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
+TWO_CPUS = ("import runpy; from deepfake_detector import entrypoint; entrypoint.portable_numerics(True, 2); "
+            "import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
             "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
             "runpy.run_module('stages.train', run_name='__main__')")
 

@@ -56,7 +56,8 @@ def test_predict_explain_writes_a_heatmap_png_per_scored_crop(trained, media, tm
     assert code == 0, err
     crops = [r for r in json.loads(out)["rows"] if r["kind"] == "face"]
     listed = list(csv.DictReader((folder / "explain.csv").open()))
-    assert len(listed) == len(crops) == len(list(folder.glob("*.png"))) >= 8  # 1 + 1 + 6 frames
+    # the portrait and up to 6 video frames; the faceless picture has no crop, so no heatmap
+    assert len(listed) == len(crops) == len(list(folder.glob("*.png"))) >= 6
     size = inference.Scorer.load(trained / "models/model.keras").image_size
     for row, crop in zip(listed, crops):
         assert row["file"] == crop["file"] and row["frame"] == ("" if crop["frame"] is None else str(crop["frame"]))
