@@ -16,6 +16,7 @@ What scoring needs beside the file (image size, class names, threshold) goes int
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -73,7 +74,22 @@ def _savedmodel(scorer: Scorer, folder: Path) -> None:
     archive = keras.export.ExportArchive()
     archive.track(scorer.model)
     archive.add_endpoint("serve", serve, input_signature=[spec])  # "serve" becomes serving_default
-    archive.write_out(str(folder), verbose=False)
+    with _quiet("tensorflow"):  # its INFO "Assets written to: <temp folder>" names a path we then move
+        archive.write_out(str(folder), verbose=False)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str, level: int = logging.WARNING):
+    """These Python loggers at ``level`` or above for the block only (a caller's settings come back)."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, saved):
+            logger.setLevel(old)
 
 
 def _tflite(scorer: Scorer, path: Path) -> None:
@@ -101,19 +117,18 @@ def require_onnx():
 def _onnx(scorer: Scorer, path: Path) -> None:
     tf2onnx, _ = require_onnx()
     serve, spec = _serving_function(scorer)
-    # tf2onnx logs a traceback when one of its optional graph optimisers gives up; the model is fine.
-    # It also calls TensorFlow's v1 freezing functions, which warn that they are deprecated.
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     # Frozen first: layers such as Normalization keep their statistics as constant tensors captured by
     # the function, which from_function would leave as inputs the caller must feed.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-    graph = frozen.graph.as_graph_def()
-    inputs = [t.name for t in frozen.inputs]
-    outputs = [t.name for t in frozen.outputs]
-    proto, _ = tf2onnx.convert.from_graph_def(graph, input_names=inputs, output_names=outputs, opset=ONNX_OPSET)
+    # tf2onnx logs a traceback when one of its optional graph optimisers gives up; the model is fine.
+    # It also calls TensorFlow's v1 freezing functions, which warn that they are deprecated.
+    with _quiet("tf2onnx", "tensorflow", level=logging.ERROR):
+        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+        inputs = [t.name for t in frozen.inputs]
+        outputs = [t.name for t in frozen.outputs]
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
+                                                  output_names=outputs, opset=ONNX_OPSET)
     _name_onnx(proto, {inputs[0]: "image", outputs[0]: "p_fake"})
     path.write_bytes(proto.SerializeToString())
 

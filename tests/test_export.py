@@ -29,13 +29,18 @@ def documented_names(fmt: str, path) -> tuple[list[str], list[str]]:
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    # TFLite: as the README says, the names are the serving_default signature's (the raw tensors are
+    # serving_default_image:0 and StatefulPartitionedCall*:0)
+    runner = tflite_interpreter(path).get_signature_runner("serving_default")
+    return list(runner.get_input_details()), list(runner.get_output_details())
+
+
+def tflite_interpreter(path):
     import tensorflow as tf
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    return ([d["name"].split("_", 2)[-1].split(":")[0] for d in interpreter.get_input_details()],
-            list(interpreter.get_signature_runner().get_output_details()))
+        return tf.lite.Interpreter(model_path=str(path))
 
 
 @pytest.mark.slow
@@ -61,8 +66,15 @@ def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, medi
 
         graph = onnx.load(str(output)).graph
         assert [v.type.tensor_type.shape.dim[0].dim_param for v in (*graph.input, *graph.output)] == ["n", "n"]
-    if fmt == "tflite":
+    if fmt == "tflite":  # the README's call, and its raw tensor names
         assert report["tflite"]["signature"] == "serving_default"
+        assert report["tflite"]["call"] == "interpreter.get_signature_runner()(image=batch)['p_fake']"
+        interpreter = tflite_interpreter(output)
+        assert interpreter.get_input_details()[0]["name"] == "serving_default_image:0"
+        assert interpreter.get_output_details()[0]["name"].startswith("StatefulPartitionedCall")
+        batch = np.zeros((2, scorer.image_size, scorer.image_size, 3), np.float32)
+        np.testing.assert_allclose(interpreter.get_signature_runner()(image=batch)["p_fake"],
+                                   scorer.score(batch.astype(np.uint8)), rtol=0, atol=export.TOLERANCE[fmt])
 
     # images the check never saw: a face crop and its variations, scored by the runtime directly
     images = np.stack([inference.crops(inference.decode(media["face"].read_bytes()), None, 0.0,
@@ -138,3 +150,40 @@ def test_a_model_of_counted_features_exports_in_every_format(trained, native_mod
     assert report["preprocessing"]["resize"]["method"] == "never"
     assert report["preprocessing"]["crop"]["rule"] == "as_is"
     assert documented_names(fmt, output) == (["image"], ["p_fake"])
+
+
+def test_the_exported_trace_counts_exactly_as_training_does(media):
+    """F8: export traces ``frequencies`` with an unsorted segment sum (TFLite and ONNX have no Bincount):
+    every feature of a rich_dct model, on a real face crop and on noise, is bit-identical to the bincount's."""
+    import keras
+    import tensorflow as tf
+
+    from deepfake_detector import models, richmodel
+
+    model = models.build("rich_dct", 64)
+    features = keras.Model(model.input, model.get_layer("fixed_features").output)
+    face = inference.crops(inference.decode(media["face"].read_bytes()), None, 0.0, 64)[0].pixels
+    images = np.stack([face, *np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)])
+    images = tf.constant(images.astype(np.float32))
+    counted = tf.function(lambda x: features(x))(images).numpy()
+    with richmodel.exportable():
+        exported = tf.function(lambda x: features(x))
+        graph = exported.get_concrete_function(images).graph.as_graph_def()
+    assert not [n for n in graph.node if "Bincount" in n.op]  # traced inside the context: no Bincount
+    assert [n for n in tf.function(lambda x: features(x)).get_concrete_function(images).graph.as_graph_def().node
+            if "Bincount" in n.op]  # and outside it, training's trace keeps it
+    assert counted.any() and np.array_equal(exported(images).numpy(), counted)
+
+
+def test_a_savedmodel_export_logs_no_temp_path(native_model, tmp_path, caplog, capfd):
+    """TensorFlow's INFO "Assets written to: models/.model.savedmodel.<random>/assets" named the temp
+    folder; a caller who logs TensorFlow at INFO sees nothing of it now, and keeps its level."""
+    import logging
+
+    scorer = inference.Scorer.load(native_model)
+    caplog.set_level(logging.INFO, logger="tensorflow")
+    images = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    export.export(scorer, "savedmodel", tmp_path / "rich.savedmodel", images)
+    said = "\n".join(r.getMessage() for r in caplog.records) + "".join(capfd.readouterr())
+    assert "Assets written" not in said and ".rich.savedmodel." not in said, said
+    assert logging.getLogger("tensorflow").level == logging.INFO
