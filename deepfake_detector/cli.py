@@ -203,13 +203,13 @@ def _serve_parser(commands) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from . import faces, predict
+    from . import faces, inference, predict
 
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
     fmt = args.format or (suffix if suffix in FORMATS else "table")
     scorer, threshold = _load(args)
     if scorer.native_only and not args.no_detect:
-        print(f"note: {predict.native_rule(scorer)}", file=sys.stderr)
+        print(f"note: {inference.native_rule(scorer)}", file=sys.stderr)
     options = predict.Options(threshold=threshold, finder=None if args.no_detect else faces.FaceFinder(),
                               margin=args.margin, fps=args.fps, top_k=args.top_k,
                               max_pixels=args.max_pixels, batch_size=args.batch_size,

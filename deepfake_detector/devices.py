@@ -15,6 +15,7 @@ from .entrypoint import load_tensorflow
 
 log = logging.getLogger(__name__)
 
+
 def gpus() -> list:
     return load_tensorflow().config.list_physical_devices("GPU")
 

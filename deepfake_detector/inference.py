@@ -183,6 +183,17 @@ def native_only(meta: dict) -> bool:
     return info is not None and info.fixed_features is not None
 
 
+def native_rule(scorer: Scorer) -> str | None:
+    """For a model that scores only un-resized crops of its input size (``Scorer.native_only``), the
+    rule in words, as predict's error rows, watch's refusal and the CLI's note give it; else None."""
+    if not scorer.native_only:
+        return None
+    size = scorer.image_size
+    return (f"{scorer.path} ({scorer.meta.get('model')}) reads pixel-level traces of un-resized {size}x{size} "
+            f"face crops, as it was trained; give {size}x{size} face crops (no face detection or resizing "
+            "is done for it), or use a model trained with the default recipe")
+
+
 def patch_grid_scores(model, images, patch_size: int):
     """float32 [n, size, size, 3] → [n, 1] P(fake): the sigmoid of the mean logit of the grid of
     ``patch_size`` squares (a remainder strip at the right and bottom edges is left out)."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import CLASS_NAMES, usable_cpus
 from .errors import UserError
-from .inference import MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode
+from .inference import MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode, native_rule
 
 ROW_FIELDS = ("file", "kind", "frame", "time", "box", "face", "p_fake", "label", "top_k_mean",
               "faces", "frames", "error", "note")
@@ -47,11 +47,12 @@ class Options:
     max_seconds: float | None = None  # longer videos are refused (serve's cap), None: no cap
 
     def __post_init__(self):  # the CLI checks its options; a library caller gets the same words
-        for name in ("threshold", "margin", "fps", "max_seconds"):
+        for name, low in (("threshold", 0.0), ("margin", 0.0), ("fps", None), ("max_seconds", None)):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or name in
-                                                                                    ("threshold", "margin"))):
-                raise UserError(f"predict: {name} must be a finite number > 0 (threshold, margin: >= 0), "
+            if value is None:
+                continue
+            if not math.isfinite(value) or (value < low if low is not None else value <= 0):
+                raise UserError(f"predict: {name} must be a finite number {'>= 0' if low is not None else '> 0'}, "
                                 f"got {value!r}")
 
 
@@ -288,17 +289,6 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
         options.explain.close()
     bar.close()
     return rows
-
-
-def native_rule(scorer: Scorer) -> str | None:
-    """For a model that scores only un-resized crops of its input size (``Scorer.native_only``), the
-    rule in words, as error rows and notes give it; else None."""
-    if not scorer.native_only:
-        return None
-    size = scorer.image_size
-    return (f"{scorer.path} ({scorer.meta.get('model')}) reads pixel-level traces of un-resized {size}x{size} "
-            f"face crops, as it was trained; give {size}x{size} face crops (no face detection or resizing "
-            "is done for it), or use a model trained with the default recipe")
 
 
 def json_header(scorer: Scorer, threshold: float, given: bool) -> dict:

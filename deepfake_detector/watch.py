@@ -27,7 +27,7 @@ import numpy as np
 from . import CLASS_NAMES
 from .errors import UserError
 from .files import atomic_path
-from .inference import Scorer, crops
+from .inference import Scorer, crops, native_rule
 
 COLOURS = {"Real": (80, 200, 80), "Fake": (60, 60, 230)}  # BGR
 
@@ -236,9 +236,7 @@ def watch(source, scorer: Scorer, options: Options, out: TextIO) -> dict:
     capture, is_file, name = open_source(source) if isinstance(source, str) else source
     if scorer.native_only:
         capture.release()
-        raise UserError(f"{scorer.path} ({scorer.meta.get('model')}) scores only un-resized "
-                        f"{scorer.image_size}x{scorer.image_size} face crops, not a stream's frames; watch with "
-                        "a model trained with the default recipe")
+        raise UserError(f"{native_rule(scorer)}: a stream's frames are not such crops")
     scorer.score(np.zeros((1, scorer.image_size, scorer.image_size, 3), np.uint8))  # trace before frames come
     fps = native_fps(capture)
     verdict = Verdict(options.window, options.threshold)
