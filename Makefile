@@ -11,7 +11,7 @@ UV_VERSION ?= 0.13.9
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
-.PHONY: install repro test test-fast bench clean check-pipeline report browser
+.PHONY: deps install repro test test-fast bench clean check-pipeline report browser
 
 install: $(VENV)/.installed
 
@@ -44,7 +44,7 @@ check-pipeline: install
 # report.md + report/ (images): metrics and params diff against REPORT_BASE, ROC, confusion, curves.
 REPORT_BASE ?= main
 report: install
-	$(BIN)/python -m deepfake_detector.report --base $(REPORT_BASE) --output report.md
+	$(BIN)/python -m deepfake_detector.evaluation.report --base $(REPORT_BASE) --output report.md
 
 # The web page's browser test drives Debian's headless Chromium (nothing downloads a browser). As root,
 # install it from apt where it is missing; elsewhere the test skips and says why.
@@ -57,3 +57,7 @@ browser:
 
 clean:
 	rm -rf data/raw data/processed data/eval models/*.keras .pytest_cache
+
+# dvc.yaml's code deps, regenerated from what each stage imports (after moving or adding a module).
+deps: install
+	$(BIN)/python tools/stagedeps.py

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
-from deepfake_detector.sources import archive  # noqa: E402
+from deepfake_detector.data.sources import archive  # noqa: E402
 from inspect_speed import REAL_FACES, generated_jpegs  # noqa: E402
 
 LIMITS = archive.Limits(max_member_bytes=64 * 2**20, max_total_bytes=2**40)

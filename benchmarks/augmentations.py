@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from harness import ROOT, dvc, emit, make_project, set_params, timed
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 VARIANTS = {"none": {}, "jpeg": {"jpeg_probability": None}, "blur": {"blur_probability": None},
             "colour": {"colour_probability": None}, "rescale": {"rescale_probability": None},
@@ -48,7 +48,7 @@ def corrupt(images: np.ndarray) -> np.ndarray:
 
 
 def validation_images(project: Path, size: int):
-    from deepfake_detector import records
+    from deepfake_detector.data import records
 
     folder = project / paths.PROCESSED
     catalog = records.load_catalog(folder)
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     from sklearn.metrics import roc_auc_score
 
-    from deepfake_detector import inference
+    from deepfake_detector.model import inference
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ import psutil
 
 from harness import dvc, emit, make_project, project_env, set_params
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 
 def main() -> None:

@@ -54,7 +54,9 @@ def speed(run, keras_run, images: np.ndarray) -> dict:
 
 
 def main() -> None:
-    from deepfake_detector import export, inference, paths
+    from deepfake_detector.apps import export
+    from deepfake_detector.model import inference
+    from deepfake_detector.core import paths
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=paths.MODEL)
@@ -86,6 +88,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from deepfake_detector import entrypoint
+    from deepfake_detector.core import entrypoint
 
     entrypoint.run(main)  # no trained model here: one line saying what to run

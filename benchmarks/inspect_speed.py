@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
-from deepfake_detector.images import inspect  # noqa: E402
+from deepfake_detector.data.images import inspect  # noqa: E402
 
 SIZE = 256
 MAX_PIXELS = 50_000_000

@@ -31,7 +31,7 @@ import psutil
 
 from harness import dvc, emit, machine, make_project, project_env, set_params
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 QEMU = ["qemu-x86_64", "-cpu", "Haswell"]
 ONE_CORE = ["taskset", "-c", "0"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness import ROOT, emit, make_project, set_params, timed
 from ruamel.yaml import YAML
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 
 def main() -> None:

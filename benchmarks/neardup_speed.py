@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import alternate, machine, ratio_to  # noqa: E402
-from deepfake_detector.neardup import audit  # noqa: E402
+from deepfake_detector.data.neardup import audit  # noqa: E402
 
 SPLIT_P = [140_002 / 190_335, 39_428 / 190_335, 10_905 / 190_335]
 DEFAULT_ZIP = Path("/work/shared/data/faces140k-sample.zip")
@@ -74,7 +74,7 @@ def _identical_clump(n, rng):
 def _faces(zip_path):
     import cv2
 
-    from deepfake_detector.images import phash64
+    from deepfake_detector.data.images import phash64
 
     names, hashes, coeffs = [], [], []
     with zipfile.ZipFile(zip_path) as z:

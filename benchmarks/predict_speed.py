@@ -76,7 +76,9 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=1000)
     args = parser.parse_args()
 
-    from deepfake_detector import faces, inference, predict
+    from deepfake_detector.apps import faces
+    from deepfake_detector.model import inference
+    from deepfake_detector.apps import predict
 
     work = Path(tempfile.mkdtemp(prefix="predict_speed."))
     model_path = untrained_model(work, args.model_name, args.image_size)

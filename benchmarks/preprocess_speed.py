@@ -37,7 +37,8 @@ from pathlib import Path
 from harness import ROOT, DecodeReference, PeakRSS, alternate, check, emit, machine, make_project, \
     project_env, ratio_to, run, set_params, zip_images
 
-from deepfake_detector import paths, usable_cpus
+from deepfake_detector import usable_cpus
+from deepfake_detector.core import paths
 
 REFERENCE = "cv2.imdecode of the same files from memory, same worker count"
 WORKERS = usable_cpus()  # the stage's default (preprocess.workers: 0); the reference uses as many

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from harness import ROOT, dvc, emit, make_project, set_params, timed
 
-from deepfake_detector import paths
-from deepfake_detector.params import load_section
+from deepfake_detector.core import paths
+from deepfake_detector.core.params import load_section
 
 
 def children_cpu_seconds() -> float:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from harness import DecodeReference, alternate, dvc, emit, machine, make_project, timed, zip_images
 
-from deepfake_detector import paths, usable_cpus
+from deepfake_detector import usable_cpus
+from deepfake_detector.core import paths
 
 REFERENCE_RATE = 4645  # cv2.imdecode img/s of 256 px JPEGs in Pool(2), issue 14's second machine
 

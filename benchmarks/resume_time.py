@@ -16,7 +16,7 @@ from pathlib import Path
 from harness import dvc, emit, make_project  # also puts tests/ on the path
 from test_resume import EPOCHS, repro_killed_after_epoch
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 
 def children_cpu() -> float:

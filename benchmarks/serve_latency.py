@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
 
-    from deepfake_detector import modelfile
+    from deepfake_detector.model import modelfile
 
     scratch = Path(tempfile.mkdtemp(prefix="serve_latency."))
     model_path = untrained_model(scratch, args.model_name, args.image_size)

@@ -1,7 +1,7 @@
 """What writing TFRecords with TensorFlow would cost the preprocess stage, against records.py's own encoder.
 
 Measures, in fresh processes: importing TensorFlow (what preprocess would pay once, in its main
-process, to use ``tf.io.TFRecordWriter``) against importing ``deepfake_detector.records``; per record:
+process, to use ``tf.io.TFRecordWriter``) against importing ``deepfake_detector.data.records``; per record:
 ``records.frame(records.encode(...))`` against ``tf.train.Example(...).SerializeToString()`` +
 ``TFRecordWriter.write`` on the sample's JPEGs; and the preprocess stage itself on the sample at the
 given sizes (``benchmarks/preprocess_speed.py``'s measurement). The 190k-image figure (the Kaggle
@@ -22,8 +22,8 @@ from pathlib import Path
 from harness import emit, make_project
 from preprocess_speed import measure
 
-from deepfake_detector import records
-from deepfake_detector.sources.sample_fakes import make_image
+from deepfake_detector.data import records
+from deepfake_detector.data.sources.sample_fakes import make_image
 
 KAGGLE_IMAGES = 190_335
 IMPORT = ("import resource, sys, time; t = time.perf_counter(); import {module}; "
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     imports = {"tensorflow": import_cost("tensorflow", args.runs),
-               "deepfake_detector.records": import_cost("deepfake_detector.records", args.runs)}
+               "deepfake_detector.data.records": import_cost("deepfake_detector.data.records", args.runs)}
     print(f"imports: {imports}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         writing = write_cost(args.records, Path(tmp))
@@ -90,7 +90,7 @@ def main() -> None:
                 **{f"data.sample.{k}": v for k, v in split.items()}},
                 {"source": "sample", "images": size}, rounds=1, baseline=None)["preprocess"]
             print(f"preprocess at {size}: {stage[size]}", file=sys.stderr)
-    tf_import = imports["tensorflow"]["seconds"] - imports["deepfake_detector.records"]["seconds"]
+    tf_import = imports["tensorflow"]["seconds"] - imports["deepfake_detector.data.records"]["seconds"]
     per_record = (writing["tf_us_per_record"] - writing["own_us_per_record"]) * 1e-6
     largest = stage[max(stage)]
     kaggle_seconds = KAGGLE_IMAGES / largest["items_per_second"]
@@ -105,7 +105,7 @@ def main() -> None:
             "share_of_stage_at_190k_extrapolated": round(
                 (tf_import + per_record * KAGGLE_IMAGES) / kaggle_seconds, 4),
             "extra_main_process_rss_mib": round(imports["tensorflow"]["peak_rss_mib"]
-                                                - imports["deepfake_detector.records"]["peak_rss_mib"], 1),
+                                                - imports["deepfake_detector.data.records"]["peak_rss_mib"], 1),
         },
     })
 

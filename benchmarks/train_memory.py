@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from harness import ROOT, dvc, emit, make_project, set_params, timed
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from harness import ROOT, alternate, dvc, emit, machine, make_project, ratio_to, set_params, timed
 
-from deepfake_detector import paths
-from deepfake_detector.params import load_section
+from deepfake_detector.core import paths
+from deepfake_detector.core.params import load_section
 
 
 def accuracy(project: Path, model: str, seed: int, learning_rate: float) -> dict:
@@ -47,7 +47,10 @@ def step_rates(project: Path, models: list[str], rounds: int, steps: int = 20) -
     sys.path.insert(0, str(project))
     import keras
 
-    from deepfake_detector import models as registry, params, records, training
+    from deepfake_detector.model import builders as registry
+    from deepfake_detector.core import params
+    from deepfake_detector.data import records
+    from deepfake_detector.training import fit as training
 
     train = params.load_section("train", project / "params.yaml")
     folder = project / paths.PROCESSED

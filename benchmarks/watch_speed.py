@@ -85,7 +85,9 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     args = parser.parse_args()
 
-    from deepfake_detector import faces, inference, watch
+    from deepfake_detector.apps import faces
+    from deepfake_detector.model import inference
+    from deepfake_detector.apps import watch
 
     work = Path(tempfile.mkdtemp(prefix="watch_speed."))
     model_path = args.model

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 
-from .errors import DataError
+from deepfake_detector.core.errors import DataError
 
 __version__ = "0.1.0"
 

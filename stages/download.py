@@ -12,35 +12,35 @@ import logging
 import time
 from pathlib import Path
 
-from deepfake_detector import entrypoint
-from deepfake_detector.files import remove_stale_temps, scratch_path, sha256_file, write_json
-from deepfake_detector.params import as_dict, load_section
-from deepfake_detector.paths import ARCHIVE, RAW_DIR, SOURCE_INFO
-from deepfake_detector.sources import archive
+from deepfake_detector.core import entrypoint
+from deepfake_detector.core.files import remove_stale_temps, scratch_path, sha256_file, write_json
+from deepfake_detector.core.params import as_dict, load_section
+from deepfake_detector.core.paths import ARCHIVE, RAW_DIR, SOURCE_INFO
+from deepfake_detector.data.sources import archive
 
 log = logging.getLogger("download")
 
 
 def check(params) -> None:
     """Cross-key checks that must fail before any work (credentials included)."""
-    from deepfake_detector.sources import local
+    from deepfake_detector.data.sources import local
 
     local.check_params(params)
     if params.source == "kaggle":
-        from deepfake_detector.sources import kaggle
+        from deepfake_detector.data.sources import kaggle
 
         log.info("kaggle credentials: %s", kaggle.check_credentials())
 
 
 def fetch(params, limits: archive.Limits) -> dict:
     if params.source == "sample":
-        from deepfake_detector.sources import sample
+        from deepfake_detector.data.sources import sample
 
         return {"summary": sample.generate(ARCHIVE, params.sample), "params": as_dict(params.sample)}
-    from deepfake_detector.sources import local
+    from deepfake_detector.data.sources import local
 
     if params.source == "kaggle":
-        from deepfake_detector.sources import kaggle
+        from deepfake_detector.data.sources import kaggle
 
         with scratch_path(RAW_DIR, suffix=".zip.tmp") as download:
             info = kaggle.download(params.kaggle.dataset, params.kaggle.version, download, limits)

@@ -3,7 +3,7 @@
 The decision threshold is chosen on Validation (maximum balanced accuracy) and only applied to Test.
 Plots: ROC and precision-recall curves per split (thinned), the Test confusion matrix, and PNG
 renderings in metrics/plots/. Per-image scores go to data/eval/predictions.csv for error analysis.
-Images are scored through deepfake_detector.inference, as predict scores them, and the threshold is
+Images are scored through deepfake_detector.model.inference, as predict scores them, and the threshold is
 written beside the model with the model file's sha256 (models/model.keras.threshold.json), so
 predict uses it only with the model it was chosen for.
 Beyond one number: Test under corruptions (robustness.*), other labelled sets (extra.*), calibration
@@ -18,18 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfake_detector import CLASS_NAMES, entrypoint
+from deepfake_detector import CLASS_NAMES
+from deepfake_detector.core import entrypoint
 from deepfake_detector import SPLITS as ALL_SPLITS
-from deepfake_detector.files import atomic_path, write_json
-from deepfake_detector.params import load_section
-from deepfake_detector.paths import EVAL_METRICS, MANIFEST, MODEL, PLOTS, PREDICTIONS, PROCESSED
+from deepfake_detector.core.files import atomic_path, write_json
+from deepfake_detector.core.params import load_section
+from deepfake_detector.core.paths import EVAL_METRICS, MANIFEST, MODEL, PLOTS, PREDICTIONS, PROCESSED
 
 SPLITS = ("validation", "test")
 log = logging.getLogger("evaluate")
 
 
 def score_split(scorer, catalog: dict, split: str, batch_size: int) -> pd.DataFrame:
-    from deepfake_detector import records
+    from deepfake_detector.data import records
 
     scored = scorer.score_records(records.split_files(PROCESSED, catalog, split), catalog["image_size"],
                                   batch_size)
@@ -43,14 +44,18 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def check(params) -> None:
-    from deepfake_detector import extrasets
+    from deepfake_detector.evaluation import extrasets
 
     extrasets.check_paths(params.extra_sets)
 
 
 def beyond_one_number(scorer, catalog: dict, scored: dict, threshold: float, params, report: dict) -> None:
     """Robustness, extra sets, calibration and pictures: keys added to ``report``, files to PLOTS."""
-    from deepfake_detector import evaluation, extrasets, gallery, records, robustness
+    from deepfake_detector.evaluation import metrics as evaluation
+    from deepfake_detector.evaluation import extrasets
+    from deepfake_detector.evaluation import gallery
+    from deepfake_detector.data import records
+    from deepfake_detector.evaluation import robustness
 
     test_files = records.split_files(PROCESSED, catalog, "test")
     report["robustness"] = {}
@@ -74,10 +79,12 @@ def main() -> None:
     params = load_section("evaluate", extra_checks=check)
     numerics = load_section("numerics")
     entrypoint.portable_numerics(numerics.portable, numerics.threads)  # before TensorFlow loads
-    from deepfake_detector import devices
+    from deepfake_detector.training import devices
 
     devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
-    from deepfake_detector import evaluation, inference, records
+    from deepfake_detector.evaluation import metrics as evaluation
+    from deepfake_detector.model import inference
+    from deepfake_detector.data import records
 
     scorer = inference.Scorer.load(MODEL)
     catalog = records.load_catalog(PROCESSED)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfake_detector import entrypoint
-from deepfake_detector.params import load_section
-from deepfake_detector.paths import LOCAL_INPUT
-from deepfake_detector.sources import archive, local
+from deepfake_detector.core import entrypoint
+from deepfake_detector.core.params import load_section
+from deepfake_detector.core.paths import LOCAL_INPUT
+from deepfake_detector.data.sources import archive, local
 
 
 def main() -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from deepfake_detector import SPLITS, check_both_classes, entrypoint
-from deepfake_detector.errors import DataError
-from deepfake_detector.files import read_json, write_json
-from deepfake_detector.params import load_section
-from deepfake_detector.paths import ARCHIVE, DATA_METRICS, MANIFEST, PREPROCESS_TIMING, PROCESSED, SOURCE_INFO
-from deepfake_detector.preprocessing import preprocess
+from deepfake_detector import SPLITS, check_both_classes
+from deepfake_detector.core import entrypoint
+from deepfake_detector.core.errors import DataError
+from deepfake_detector.core.files import read_json, write_json
+from deepfake_detector.core.params import load_section
+from deepfake_detector.core.paths import ARCHIVE, DATA_METRICS, MANIFEST, PREPROCESS_TIMING, PROCESSED, SOURCE_INFO
+from deepfake_detector.data.preprocessing import preprocess
 
 log = logging.getLogger("preprocess")
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from deepfake_detector import check_both_classes, entrypoint
-from deepfake_detector.files import write_json
-from deepfake_detector.params import as_dict, load_section
-from deepfake_detector.paths import MODEL, PROCESSED, TRAIN_CHECKPOINT, TRAIN_LIVE, TRAIN_METRICS, TRAIN_TIMING
+from deepfake_detector import check_both_classes
+from deepfake_detector.core import entrypoint
+from deepfake_detector.core.files import write_json
+from deepfake_detector.core.params import as_dict, load_section
+from deepfake_detector.core.paths import MODEL, PROCESSED, TRAIN_CHECKPOINT, TRAIN_LIVE, TRAIN_METRICS, TRAIN_TIMING
 
 log = logging.getLogger("train")
 
@@ -21,10 +22,13 @@ def main() -> None:
     params = load_section("train")
     numerics = load_section("numerics")
     entrypoint.portable_numerics(numerics.portable, numerics.threads)  # before TensorFlow loads
-    from deepfake_detector import devices
+    from deepfake_detector.training import devices
 
     devices.load_tensorflow()  # after the checks, and quietly (no CUDA-missing lines on a CPU)
-    from deepfake_detector import checkpoints, modelfile, records, training
+    from deepfake_detector.training import checkpoints
+    from deepfake_detector.model import modelfile
+    from deepfake_detector.data import records
+    from deepfake_detector.training import fit as training
 
     # Starting weights first: a missing file or an offline ImageNet download fails before any data.
     strategy = devices.strategy(params.distribute)  # before other TF work (multi-worker needs that)

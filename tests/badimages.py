@@ -1,7 +1,7 @@
 """Builders for good, bad and odd image files, as bytes, for tests to drop into datasets.
 
 ``BAD_IMAGES`` maps a name to ``(builder, expected_status, expected_reason)``: what
-``deepfake_detector.images.inspect`` returns for ``builder()`` with the default parameters
+``deepfake_detector.data.images.inspect`` returns for ``builder()`` with the default parameters
 (``preprocess.image_size`` = ``IMAGE_SIZE``, ``preprocess.max_pixels`` = ``MAX_PIXELS``). The
 expected reason is one token: the whole reason when skipped; for converted inputs the defining one
 of the ";"-joined reasons (``FULL_REASONS`` has the whole strings).

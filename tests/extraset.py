@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from badimages import truncated_jpeg
-from deepfake_detector.sources import sample
+from deepfake_detector.data.sources import sample
 
 CLASS_FOLDERS = {"Real": "0_real", "Fake": "1_fake"}
 

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 import badimages
-from deepfake_detector.errors import DataError
-from deepfake_detector.sources import archive
+from deepfake_detector.core.errors import DataError
+from deepfake_detector.data.sources import archive
 from projectcopy import ROOT
 
 LIMITS = archive.Limits(max_member_bytes=2**20, max_total_bytes=2**30)
@@ -82,9 +82,9 @@ def test_every_method_zipfile_reads_is_read_by_reference_and_verified(tmp_path, 
 def test_a_bzip2_or_lzma_dataset_preprocesses_like_a_stored_one(tmp_path, method):
     """Download passes a canonical archive through as it is; preprocess must then read its members
     (it used to skip every one of them as corrupt)."""
-    from deepfake_detector.params import load_section
-    from deepfake_detector.preprocessing import preprocess
-    from deepfake_detector.sources.local import import_dataset
+    from deepfake_detector.core.params import load_section
+    from deepfake_detector.data.preprocessing import preprocess
+    from deepfake_detector.data.sources.local import import_dataset
 
     source = tmp_path / "mine.zip"
     files = canonical_zip(source, method, per_folder=3)
@@ -110,7 +110,7 @@ def _set_method(path, method: int) -> None:
 
 
 def test_deflate64_is_one_line_naming_the_method_and_the_fix(tmp_path):
-    from deepfake_detector.sources.local import import_dataset
+    from deepfake_detector.data.sources.local import import_dataset
 
     path = tmp_path / "d64.zip"
     canonical_zip(path, zipfile.ZIP_DEFLATED)
@@ -199,7 +199,7 @@ def _folder_with(tmp_path, kind: str):
 
 @pytest.mark.parametrize("kind", ["fifo", "socket"])
 def test_a_fifo_or_socket_in_a_dataset_folder_is_refused_unopened(tmp_path, kind):
-    from deepfake_detector.sources.local import import_dataset, link_input
+    from deepfake_detector.data.sources.local import import_dataset, link_input
 
     root, special = _folder_with(tmp_path, kind)
     carve = SimpleNamespace(validation_fraction=0.1, test_fraction=0.1, seed=42)
@@ -214,7 +214,7 @@ def test_a_fifo_or_socket_in_a_dataset_folder_is_refused_unopened(tmp_path, kind
 
 
 def test_a_fifo_as_the_local_path_is_refused_unopened(tmp_path):
-    from deepfake_detector.sources.local import import_dataset
+    from deepfake_detector.data.sources.local import import_dataset
 
     os.mkfifo(tmp_path / "dataset.zip")
     carve = SimpleNamespace(validation_fraction=0.1, test_fraction=0.1, seed=42)

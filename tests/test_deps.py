@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from projectcopy import ROOT, dvc, make_project, project_env, run
-from stagedeps import closure, covered
+sys.path.insert(0, str(ROOT / "tools"))
+from stagedeps import closure, covered, shortest_deps, write_dvc_yaml  # noqa: E402 (tools/ is not a package)
 
 
 def _stages() -> dict:
@@ -32,11 +33,24 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(name):
     assert STAGES[name]["cmd"] == f"python -m stages.{name}"
     needed = closure(ROOT, script)
     listed = covered(ROOT, _deps(STAGES[name]))
-    expected = "\n".join(f"      - {path}" for path in sorted(needed))
-    assert not needed - listed, (f"dvc.yaml {name}: deps miss {sorted(needed - listed)}; the stage runs:\n"
-                                 f"{expected}")
+    assert not needed - listed, f"dvc.yaml {name}: deps miss {sorted(needed - listed)}: run `make deps`"
     assert not listed - needed, (f"dvc.yaml {name}: deps list {sorted(listed - needed)}, which the stage "
-                                 f"never imports (they would rerun it for nothing); it runs:\n{expected}")
+                                 "never imports (they would rerun it for nothing): run `make deps`")
+    code = [dep for dep in _deps(STAGES[name]) if dep.startswith(("deepfake_detector/", "stages/"))]
+    assert code == shortest_deps(ROOT, needed), "dvc.yaml: run `make deps` (whole folders by name)"
+
+
+def test_make_deps_writes_exactly_the_committed_lists(tmp_path):
+    """`make deps` regenerates the code deps and touches nothing else; on the committed dvc.yaml it
+    changes nothing, and on one with a dep dropped it puts it back."""
+    project = make_project(tmp_path / "project")
+    assert not write_dvc_yaml(project)
+    text = (project / "dvc.yaml").read_text()
+    broken = text.replace("      - stages/train.py\n", "", 1)
+    assert broken != text
+    (project / "dvc.yaml").write_text(broken)
+    assert write_dvc_yaml(project)
+    assert (project / "dvc.yaml").read_text() == text
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -75,8 +89,9 @@ def committed_project(dest: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rel", ["deepfake_detector/files.py", "deepfake_detector/__init__.py",
-                                 "deepfake_detector/sources/archive.py", "deepfake_detector/modelfile.py"])
+@pytest.mark.parametrize("rel", ["deepfake_detector/core/files.py", "deepfake_detector/__init__.py",
+                                 "deepfake_detector/data/sources/archive.py",
+                                 "deepfake_detector/model/modelfile.py"])
 def test_editing_a_library_file_flags_the_stages_that_run_it(tmp_path, rel):
     """Against the committed dvc.lock, each stage that runs the file, and only those. Each of these
     files was once missing from some stage's deps: editing it left `dvc repro` saying nothing changed."""
@@ -96,9 +111,9 @@ def test_a_real_run_is_rerun_after_a_library_edit(tmp_path):
     project = make_project(tmp_path / "project")
     dvc("repro", "download", cwd=project)
     assert "download" not in json.loads(dvc("status", "--json", cwd=project).stdout)
-    path = project / "deepfake_detector/files.py"
+    path = project / "deepfake_detector/core/files.py"
     path.write_text(path.read_text() + "\n# an edit\n")
     assert "download" in _modified(json.loads(dvc("status", "--json", cwd=project).stdout),
-                                   "deepfake_detector/files.py")
+                                   "deepfake_detector/core/files.py")
     out = dvc("repro", "download", cwd=project).stdout
     assert "Running stage 'download'" in out

@@ -14,7 +14,9 @@ from projectcopy import ROOT, project_env
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from deepfake_detector import devices, modelfile, models  # noqa: E402
+from deepfake_detector.training import devices
+from deepfake_detector.model import modelfile
+from deepfake_detector.model import builders as models  # noqa: E402
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_machine_facts_name_what_decides_the_numbers():
 
 
 def test_tensorflow_starts_without_cuda_noise_on_a_cpu():
-    code = ("from deepfake_detector import devices; devices.load_tensorflow(); "
+    code = ("from deepfake_detector.training import devices; devices.load_tensorflow(); "
             "print(devices.device_name())")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=project_env(TF_CPP_MIN_LOG_LEVEL="0"),
                             capture_output=True, text=True, timeout=300)
@@ -65,7 +67,7 @@ def test_tensorflow_starts_without_cuda_noise_on_a_cpu():
 def test_strategy_choices_on_a_cpu():
     assert devices.describe(devices.strategy("none")) == ""
     assert devices.describe(devices.strategy("auto")) == ""  # no GPU here
-    from deepfake_detector.errors import ParamError
+    from deepfake_detector.core.errors import ParamError
 
     with pytest.raises(ParamError, match="needs the TF_CONFIG environment variable"):
         devices.strategy("multi_worker")  # no TF_CONFIG here

@@ -1,6 +1,6 @@
 """train.distribute on a CPU: MirroredStrategy over 2 logical CPU devices; MultiWorkerMirroredStrategy
 with 2 real worker processes on loopback ports (Keras 3's fit runs under it through
-deepfake_detector/keras_multi_worker.py, keras-team/keras#20585)."""
+deepfake_detector/training/keras_multi_worker.py, keras-team/keras#20585)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 from projectcopy import dvc, make_project, project_env, set_params
 
 pytestmark = pytest.mark.slow
 
-TWO_CPUS = ("import runpy; from deepfake_detector import entrypoint; entrypoint.portable_numerics(True, 2); "
+TWO_CPUS = ("import runpy; from deepfake_detector.core import entrypoint; entrypoint.portable_numerics(True, 2); "
             "import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
             "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
             "runpy.run_module('stages.train', run_name='__main__')")

@@ -11,8 +11,12 @@ import pandas as pd
 import pytest
 
 from badimages import photo
-from deepfake_detector import evaluation, extrasets, inference, records, robustness
-from deepfake_detector.errors import ParamError
+from deepfake_detector.evaluation import metrics as evaluation
+from deepfake_detector.evaluation import extrasets
+from deepfake_detector.model import inference
+from deepfake_detector.data import records
+from deepfake_detector.evaluation import robustness
+from deepfake_detector.core.errors import ParamError
 from extraset import other_layout_zip
 from trained import run_cli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake_detector import evaluation
+from deepfake_detector.evaluation import metrics as evaluation
 
 
 def test_threshold_maximises_balanced_accuracy_on_the_given_split():

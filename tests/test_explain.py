@@ -13,8 +13,11 @@ import pytest
 
 from trained import run_cli
 
-from deepfake_detector import explain, inference, models, modelfile
-from deepfake_detector.errors import UserError
+from deepfake_detector.apps import explain
+from deepfake_detector.model import inference
+from deepfake_detector.model import builders as models
+from deepfake_detector.model import modelfile
+from deepfake_detector.core.errors import UserError
 
 
 def _saved(model, path, size):

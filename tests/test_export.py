@@ -14,8 +14,9 @@ import pytest
 from projectcopy import project_env
 from trained import run_cli
 
-from deepfake_detector import export, inference
-from deepfake_detector.files import read_json
+from deepfake_detector.apps import export
+from deepfake_detector.model import inference
+from deepfake_detector.core.files import read_json
 
 def documented_names(fmt: str, path) -> tuple[list[str], list[str]]:
     """(input names, output names) of the export, as its runtime reports them."""
@@ -114,7 +115,7 @@ def test_onnx_without_its_packages_says_how_to_install_them_in_one_line(tmp_path
     """tf2onnx serves here; where it doesn't install, the command must say so (simulated by hiding
     the package from the import system in a fresh process)."""
     code = ("import sys; sys.modules['tf2onnx'] = None\n"
-            "from deepfake_detector import cli; cli.main(['export', '--format', 'onnx'])")
+            "from deepfake_detector.apps import cli; cli.main(['export', '--format', 'onnx'])")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env=project_env(), timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
@@ -158,7 +159,8 @@ def test_the_exported_trace_counts_exactly_as_training_does(media):
     import keras
     import tensorflow as tf
 
-    from deepfake_detector import models, richmodel
+    from deepfake_detector.model import builders as models
+    from deepfake_detector.model import richmodel
 
     model = models.build("rich_dct", 64)
     features = keras.Model(model.input, model.get_layer("fixed_features").output)

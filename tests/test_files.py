@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import badimages
-from deepfake_detector import files, paths
-from deepfake_detector.errors import UserError
+from deepfake_detector.core import files
+from deepfake_detector.core import paths
+from deepfake_detector.core.errors import UserError
 from projectcopy import make_project, project_env
 
 
@@ -140,7 +141,7 @@ def small_zip(path: Path, per_folder: int = 3) -> Path:
 
 
 def test_preprocess_replaces_a_processed_folder_it_cannot_fully_delete_as_a_whole(tmp_path):
-    from deepfake_detector import records
+    from deepfake_detector.data import records
 
     project = make_project(tmp_path / "project", {
         "data.source": "local", "data.local_path": str(small_zip(tmp_path / "mine.zip")),

@@ -1,4 +1,4 @@
-"""deepfake_detector.images.inspect: every verdict, and the contract that every payload it returns
+"""deepfake_detector.data.images.inspect: every verdict, and the contract that every payload it returns
 decodes in TensorFlow exactly as training will decode it."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402  (tests may import TF; images.py must not)
 
 sys.path.insert(0, str(Path(__file__).parent))
 import badimages as bad  # noqa: E402
-from deepfake_detector.images import CONVERT_REASONS, SKIP_REASONS, inspect, phash64  # noqa: E402
+from deepfake_detector.data.images import CONVERT_REASONS, SKIP_REASONS, inspect, phash64  # noqa: E402
 
 SIZE, MAX_PIXELS = bad.IMAGE_SIZE, bad.MAX_PIXELS
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +237,7 @@ def test_bomb_costs_no_memory_and_images_py_imports_no_tensorflow():
         import resource, sys
         sys.path.insert(0, "tests")
         import badimages
-        from deepfake_detector.images import inspect
+        from deepfake_detector.data.images import inspect
         bomb = badimages.decompression_bomb()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result = inspect(bomb, 256, 50_000_000)

@@ -15,9 +15,12 @@ import keras  # noqa: E402
 
 from badimages import BAD_IMAGES, encode_jpeg, photo  # noqa: E402
 
-from deepfake_detector import faces, inference, modelfile, records  # noqa: E402
-from deepfake_detector.errors import UserError  # noqa: E402
-from deepfake_detector.predict import expand  # noqa: E402
+from deepfake_detector.apps import faces
+from deepfake_detector.model import inference
+from deepfake_detector.model import modelfile
+from deepfake_detector.data import records  # noqa: E402
+from deepfake_detector.core.errors import UserError  # noqa: E402
+from deepfake_detector.apps.predict import expand  # noqa: E402
 
 FACE_IMAGE = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # a real portrait, 512x600
 
@@ -61,7 +64,7 @@ def test_the_scorer_applies_the_models_rule_in_any_batch_size(tmp_path):
 
 
 def test_the_patch_grid_rule_scores_the_mean_logit_of_the_grid(tmp_path):
-    from deepfake_detector import models
+    from deepfake_detector.model import builders as models
 
     keras.utils.set_random_seed(3)
     model = models.build("texture_cnn", None)

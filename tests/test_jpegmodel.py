@@ -10,7 +10,10 @@ from PIL import Image
 
 import keras
 
-from deepfake_detector import jpegmodel, modelfile, models, richmodel
+from deepfake_detector.model import jpegmodel
+from deepfake_detector.model import modelfile
+from deepfake_detector.model import builders as models
+from deepfake_detector.model import richmodel
 
 
 def _block_dct(images: np.ndarray) -> np.ndarray:

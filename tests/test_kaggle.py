@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detector.errors import DataError, ParamError, UserError
-from deepfake_detector.sources import archive
-from deepfake_detector.sources import kaggle as kaggle_source
+from deepfake_detector.core.errors import DataError, ParamError, UserError
+from deepfake_detector.data.sources import archive
+from deepfake_detector.data.sources import kaggle as kaggle_source
 
 from kaggle_server import KEY, TOKEN, USERNAME, apply_env
 
@@ -317,7 +317,7 @@ def test_server_env_works_in_a_subprocess(kaggle_server, tmp_path):
     out = tmp_path / "child" / "dataset.zip"
     code = (
         "import json, sys\n"
-        "from deepfake_detector.sources import archive, kaggle\n"
+        "from deepfake_detector.data.sources import archive, kaggle\n"
         "info = kaggle.download(sys.argv[1], None, sys.argv[2], archive.Limits(2**20, 2**26), progress=False)\n"
         "print(json.dumps({'where': kaggle.check_credentials(), **info}))\n"
     )

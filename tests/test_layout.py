@@ -3,9 +3,9 @@
 import pytest
 
 from deepfake_detector import check_both_classes
-from deepfake_detector.errors import DataError
-from deepfake_detector.sources.canonical import member_name
-from deepfake_detector.sources.layout import EXPECTED, detect
+from deepfake_detector.core.errors import DataError
+from deepfake_detector.data.sources.canonical import member_name
+from deepfake_detector.data.sources.layout import EXPECTED, detect
 
 
 def names_for(template: str, splits=("Train", "Validation", "Test"), classes=("Real", "Fake"), n=2):

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake_detector.errors import DataError
-from deepfake_detector.sources import archive, canonical
-from deepfake_detector.sources.canonical import member_name
-from deepfake_detector.sources.layout import Member, detect
-from deepfake_detector.sources.local import carve_pool, import_dataset
+from deepfake_detector.core.errors import DataError
+from deepfake_detector.data.sources import archive, canonical
+from deepfake_detector.data.sources.canonical import member_name
+from deepfake_detector.data.sources.layout import Member, detect
+from deepfake_detector.data.sources.local import carve_pool, import_dataset
 
 LIMITS = archive.Limits(max_member_bytes=2**20, max_total_bytes=2**30)
 CARVE = SimpleNamespace(validation_fraction=0.1, test_fraction=0.2, seed=42)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import badimages
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 from projectcopy import dvc, make_project, run
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detector import modelfile, paths
-from deepfake_detector.errors import UserError
+from deepfake_detector.model import modelfile
+from deepfake_detector.core import paths
+from deepfake_detector.core.errors import UserError
 from projectcopy import make_project, run
 
 META = modelfile.META_MEMBER

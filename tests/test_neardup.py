@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake_detector import neardup
-from deepfake_detector.neardup import audit, near_pairs
+from deepfake_detector.data import neardup
+from deepfake_detector.data.neardup import audit, near_pairs
 
 ONE = np.uint64(1)
 

@@ -18,7 +18,7 @@ import pytest
 
 from projectcopy import dvc, make_project, project_env
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 
 pytestmark = pytest.mark.slow
 

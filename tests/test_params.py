@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from projectcopy import ROOT, set_params
-from deepfake_detector.errors import ParamError
-from deepfake_detector.params import SCHEMA, load_section
+from deepfake_detector.core.errors import ParamError
+from deepfake_detector.core.params import SCHEMA, load_section
 
 
 @pytest.mark.parametrize("section", list(SCHEMA))

@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from deepfake_detector import paths
-from deepfake_detector.errors import ParamError
-from deepfake_detector.params import SCHEMA, Spec, load_section, read_file
+from deepfake_detector.core import paths
+from deepfake_detector.core.errors import ParamError
+from deepfake_detector.core.params import SCHEMA, Spec, load_section, read_file
 from projectcopy import ROOT, dvc, make_project, run
 
 SHIPPED = (ROOT / "params.yaml").read_text()

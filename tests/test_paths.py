@@ -1,4 +1,4 @@
-"""deepfake_detector.paths is the one list of the pipeline's files: dvc.yaml declares the same ones, and
+"""deepfake_detector.core.paths is the one list of the pipeline's files: dvc.yaml declares the same ones, and
 no stage script spells a path out for itself."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 
 import yaml
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 from projectcopy import ROOT
 
 KNOWN = {str(value) for value in vars(paths).values() if isinstance(value, PurePosixPath)}
@@ -61,4 +61,4 @@ def test_stage_scripts_take_their_paths_from_the_paths_module():
         spelled = [node.value for node in ast.walk(tree)
                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
                    and id(node) not in docstrings and node.value.startswith(("data/", "models/", "metrics/"))]
-        assert not spelled, f"{script.name} spells out {spelled}: use deepfake_detector.paths"
+        assert not spelled, f"{script.name} spells out {spelled}: use deepfake_detector.core.paths"

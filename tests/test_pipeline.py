@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 from extraset import other_layout_zip
 from projectcopy import dvc, make_project, run, set_params
 

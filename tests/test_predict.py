@@ -21,9 +21,10 @@ from badimages import BAD_IMAGES
 from projectcopy import dvc, project_env
 from trained import FACE_CENTRE, FACE_IMAGE, run_cli
 
-from deepfake_detector import inference, paths
-from deepfake_detector.files import read_json, sha256_file
-from deepfake_detector.predict import ROW_FIELDS
+from deepfake_detector.model import inference
+from deepfake_detector.core import paths
+from deepfake_detector.core.files import read_json, sha256_file
+from deepfake_detector.apps.predict import ROW_FIELDS
 
 pytestmark = pytest.mark.slow
 COMMAND = str(Path(sys.executable).parent / "deepfake-detector")  # the installed console script
@@ -196,7 +197,7 @@ def test_the_installed_command_has_help_everywhere_and_runs(trained, media):
 
 
 def test_a_video_over_the_length_cap_is_refused_from_its_header_before_any_frame(tmp_path):
-    from deepfake_detector.predict import Unreadable, video_frames
+    from deepfake_detector.apps.predict import Unreadable, video_frames
 
     path = tmp_path / "long.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
@@ -241,7 +242,7 @@ def _number_options():
     """(command, option) of every option whose value is a number, from the parser itself."""
     import argparse
 
-    from deepfake_detector import cli
+    from deepfake_detector.apps import cli
 
     commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in commands.choices.items():
@@ -253,7 +254,7 @@ def _number_options():
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_every_number_option_of_every_command_refuses_non_finite_values(value, capsys):
-    from deepfake_detector import cli
+    from deepfake_detector.apps import cli
 
     options = list(_number_options())
     assert {("predict", "--fps"), ("watch", "--window"), ("watch", "--interval"), ("watch", "--seconds"),

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from deepfake_detector import records
+from deepfake_detector.data import records
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16383, 16384, 14000, 2**20 + 5])

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 from projectcopy import make_project, project_env, run
 
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -55,7 +55,7 @@ def repro_killed_after_epoch(project: Path, epoch: int) -> str:
 
 
 def weights(project: Path) -> list[np.ndarray]:
-    from deepfake_detector import modelfile
+    from deepfake_detector.model import modelfile
 
     model, _ = modelfile.load(project / paths.MODEL)
     return model.get_weights()
@@ -129,7 +129,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(runs):
 def test_a_checkpoint_under_other_params_is_not_resumed(tmp_path, caplog):
     import logging
 
-    from deepfake_detector import checkpoints
+    from deepfake_detector.training import checkpoints
 
     caplog.set_level(logging.INFO)
 

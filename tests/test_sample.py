@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake_detector import params as params_module
-from deepfake_detector.sources import canonical, sample, sample_fakes, sample_render
+from deepfake_detector.core import params as params_module
+from deepfake_detector.data.sources import canonical, sample, sample_fakes, sample_render
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,10 @@ from fastapi.testclient import TestClient
 
 from trained import run_cli
 
-from deepfake_detector import paths, serve, webapp
-from deepfake_detector.files import read_json
+from deepfake_detector.core import paths
+from deepfake_detector.apps import serve
+from deepfake_detector.apps import webapp
+from deepfake_detector.core.files import read_json
 
 pytestmark = pytest.mark.slow
 
@@ -235,7 +237,8 @@ def test_the_command_has_help_and_a_missing_model_is_one_line(trained):
 
 def test_explain_on_a_model_without_gradients_is_a_422_naming_why(media, tmp_path):
     """rich_dct counts quantised features (no gradient passes): explain=true is refused in one line, not a 500."""
-    from deepfake_detector import modelfile, models
+    from deepfake_detector.model import modelfile
+    from deepfake_detector.model import builders as models
 
     modelfile.save(models.build("rich_dct", 256), tmp_path / "rich.keras", {"model": "rich_dct", "image_size": 256})
     running = serve.Service(tmp_path / "rich.keras", threshold=0.5)

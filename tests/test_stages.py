@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import badimages
-from deepfake_detector import paths
+from deepfake_detector.core import paths
 from projectcopy import dvc, make_project, project_env, run, set_params
 
 
@@ -120,7 +120,7 @@ def bright_fakes(tmp_path_factory) -> Path:
 def test_training_records_mix_the_classes(bright_fakes):
     """Archives list one class after the other; the records must not, or training's cache would hold
     one class and the stream the other, and a streaming shuffle buffer would feed one-class batches."""
-    from deepfake_detector import records
+    from deepfake_detector.data import records
 
     folder = bright_fakes / paths.PROCESSED
     labels = [[label for _, label, _ in records.decoded_dataset([path]).as_numpy_iterator()]
@@ -137,7 +137,7 @@ def test_fake_is_the_positive_class_end_to_end(bright_fakes):
     a model that calls everything fake has recall 1.0 on Fake."""
     import keras
 
-    from deepfake_detector import modelfile
+    from deepfake_detector.model import modelfile
 
     project = bright_fakes
     manifest = pd.read_csv(project / paths.MANIFEST)

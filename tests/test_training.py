@@ -11,8 +11,13 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from deepfake_detector import augment, modelfile, models, paths, records, training  # noqa: E402
-from deepfake_detector.files import write_json  # noqa: E402
+from deepfake_detector.training import augment
+from deepfake_detector.model import modelfile
+from deepfake_detector.model import builders as models
+from deepfake_detector.core import paths
+from deepfake_detector.data import records
+from deepfake_detector.training import fit as training  # noqa: E402
+from deepfake_detector.core.files import write_json  # noqa: E402
 
 NO_AUGMENT = dict(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95], blur_probability=0.0,
                   blur_sigma=[0.3, 1.2], colour_probability=0.0, colour_strength=0.2, rescale_probability=0.0,
@@ -166,7 +171,7 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # empty weight cache → must download
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens: fails fast, offline
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    from deepfake_detector.errors import UserError
+    from deepfake_detector.core.errors import UserError
 
     with pytest.raises(UserError, match="train.weights=none"):
         models.build("mobilenet_v3_small", 96, weights="imagenet")

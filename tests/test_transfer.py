@@ -15,12 +15,15 @@ import keras  # noqa: E402
 
 from projectcopy import ROOT, make_project, project_env, run, set_params  # noqa: E402
 from test_training import AUGMENT, write_records  # noqa: E402
-from deepfake_detector import catalog, modelfile, models, training  # noqa: E402
-from deepfake_detector.errors import UserError  # noqa: E402
+from deepfake_detector.model import catalog
+from deepfake_detector.model import modelfile
+from deepfake_detector.model import builders as models
+from deepfake_detector.training import fit as training  # noqa: E402
+from deepfake_detector.core.errors import UserError  # noqa: E402
 
 
 def test_the_model_names_are_read_without_tensorflow():
-    code = ("import sys; from deepfake_detector import params; "
+    code = ("import sys; from deepfake_detector.core import params; "
             "print(','.join(params.SCHEMA['train']['model'].choices)); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -136,7 +139,8 @@ def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_m
     """One -S flag picks the recipe; the model file carries the rule, and evaluate scores with it."""
     from projectcopy import dvc
 
-    from deepfake_detector import inference, paths
+    from deepfake_detector.model import inference
+    from deepfake_detector.core import paths
 
     project = make_project(tmp_path / "project")
     bundle = "train.recipes.real_faces."  # shrunk to seconds: the recipe's own keys win over plain ones
@@ -154,7 +158,7 @@ def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_m
 
 
 def test_the_rich_model_survives_its_file_and_refuses_grad_cam_in_one_line(tmp_path):
-    from deepfake_detector import explain
+    from deepfake_detector.apps import explain
 
     model = models.build("residual_cooc", 32)
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)

@@ -15,8 +15,10 @@ import pytest
 
 from trained import FACE_CENTRE, FACE_IMAGE, run_cli, write_video
 
-from deepfake_detector import faces, inference, watch
-from deepfake_detector.faces import _overlap
+from deepfake_detector.apps import faces
+from deepfake_detector.model import inference
+from deepfake_detector.apps import watch
+from deepfake_detector.apps.faces import _overlap
 
 
 def run_watch(project: Path, *args: str) -> tuple[int, list[dict], str, float]:

@@ -57,7 +57,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 def run_cli(project: Path, *args: str) -> tuple[int, str, str]:
     """`deepfake-detector ARGS...` run in ``project`` by this process (TensorFlow loads once):
     (exit status, stdout, stderr)."""
-    from deepfake_detector import cli
+    from deepfake_detector.apps import cli
 
     out, err, cwd = io.StringIO(), io.StringIO(), Path.cwd()
     os.chdir(project)
@@ -78,8 +78,11 @@ def native_model(tmp_path_factory) -> Path:
 
     import numpy as np
 
-    from deepfake_detector import inference, modelfile, models, richmodel
-    from deepfake_detector.files import sha256_file
+    from deepfake_detector.model import inference
+    from deepfake_detector.model import modelfile
+    from deepfake_detector.model import builders as models
+    from deepfake_detector.model import richmodel
+    from deepfake_detector.core.files import sha256_file
 
     folder = tmp_path_factory.mktemp("native")
     model = models.build("rich_dct", 64)

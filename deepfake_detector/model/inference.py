@@ -1,0 +1,244 @@
+"""The one way an image becomes a score: decode, optional face crop, resize, the model's rule, batches.
+
+The evaluate stage, predict (and watch and serve after it) all score through this module, and every
+path ends in ``records.decode_image`` and ``records.resize_image``, the functions training's tf.data
+pipeline uses: the model sees at inference exactly the pixels it was trained on.
+
+* ``Scorer.load(path)``: the model file, its metadata and the rule it needs (``Scorer.model`` is the
+  Keras model, for Grad-CAM and export).
+* ``decode(data)``: file bytes → RGB uint8, or ``Unreadable`` with a reason, checked from the header
+  before any pixel exists (the pixel cap).
+* ``crops(rgb, finder, margin, size)``: the face crops a finder (``faces.FaceFinder``) sees (none
+  when it sees no face), or the whole image when there is no finder, each resized to the model's input.
+* ``Scorer.score(images)``: P(fake) of a stack of model-sized images, in batches through one
+  ``tf.function`` (never ``model(x)`` per image); ``Scorer.score_records`` for the stored records.
+* The decision threshold travels beside the model (``<model>.threshold.json``, written by evaluate)
+  with the sha256 of the model file it was chosen for; ``read_threshold`` refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_detector import __version__
+from deepfake_detector.data import images
+from deepfake_detector.model import modelfile
+from deepfake_detector.core import paths
+from deepfake_detector.data import records
+from deepfake_detector.core.errors import UserError
+from deepfake_detector.core.files import read_json, sha256_file, write_json
+
+# meta["inference"] values this code implements. "whole_image": the model maps one RGB image,
+# float32 in [0, 255] at meta["image_size"], to P(fake); that is the whole rule. "patch_grid": the
+# image is cut into the grid of meta["patch_size"] squares (the model was trained on such patches),
+# each is scored, and the image's P(fake) is the sigmoid of the patches' mean logit.
+RULES = ("whole_image", "patch_grid")
+MAX_PIXELS = 50_000_000  # the preprocess default: larger images are refused from their header
+# What tf.io.decode_image reads (MPO is a multi-picture JPEG: its first picture). TIFF is not.
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
+
+
+class Unreadable(Exception):
+    """A file that cannot be scored; ``reason`` is one token (images.SKIP_REASONS, or a video's)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image file bytes → RGB uint8 [h, w, 3] through training's decoder; raises ``Unreadable``.
+
+    BMP, and any non-JPEG TensorFlow refuses, is decoded by Pillow instead, as preprocess decodes
+    every file it converts: TensorFlow reads 8-bit palette BMPs as grey levels and refuses 1-bit ones.
+    """
+    import tensorflow as tf
+
+    header = images.read_header(data, max_pixels, FORMATS)
+    if header.skip:
+        raise Unreadable(header.skip, f"{header.format or 'file'} {header.width}x{header.height}"
+                         if header.skip == "too_large" else "")
+    error: Exception | None = None
+    rgb = None
+    if header.format != "BMP":
+        try:
+            rgb = records.decode_image(data).numpy()
+        except tf.errors.InvalidArgumentError as exc:
+            error = exc
+    if rgb is None and header.format not in ("JPEG", "MPO"):
+        try:
+            rgb = images.pillow_rgb(header.image)
+        except Exception as exc:  # noqa: BLE001 - whatever the plugin raises, the file is broken
+            error = exc
+    if rgb is None:
+        raise Unreadable(images.failure_reason(data, error))
+    return upright(rgb, header.image.getexif().get(0x0112, 1))
+
+
+# EXIF orientation → the pixel reordering that shows the photo upright (Pillow's exif_transpose)
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+            7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def upright(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """A phone photo as it is shown (faces upright for the detector): lossless, pixels only move."""
+    turn = _UPRIGHT.get(orientation)
+    return np.ascontiguousarray(turn(rgb)) if turn else rgb
+
+
+def fit(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [h, w, 3] → uint8 [size, size, 3] through training's resize (untouched if already so)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return records.resize_image(image, size).numpy()
+
+
+@dataclass
+class Crop:
+    box: tuple[int, int, int, int]  # (x, y, w, h) in the source image's pixels
+    face: bool  # a detected face (False: the whole image, centre square)
+    pixels: np.ndarray  # uint8 [size, size, 3], what the model scores
+
+
+def crops(rgb: np.ndarray, finder, margin: float, size: int) -> list[Crop]:
+    """Each face ``finder`` finds, as a square grown by ``margin`` (``finder.squares``); with no
+    finder, the whole image's centre square (the input is a face crop). A finder that finds no face
+    gives no crop: a picture without a face gets no verdict, never a guess from the whole scene."""
+    if finder is None:
+        squares, found = [images.centre_square(*rgb.shape[:2])], False  # as preprocess squares photos
+    else:
+        squares, found = finder.squares(rgb, margin), True
+    return [Crop((x, y, w, h), found, fit(rgb[y:y + h, x:x + w], size)) for x, y, w, h in squares]
+
+
+class Scorer:
+    """A loaded detector: ``score`` maps model-sized uint8 images to P(fake)."""
+
+    def __init__(self, path: Path, model, meta: dict, sha256: str):
+        import tensorflow as tf
+
+        self.path, self.model, self.meta, self.sha256 = Path(path), model, meta, sha256
+        self.image_size = int(meta["image_size"])
+        self.native_only = native_only(meta)
+        spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
+        rule = meta.get("inference", "whole_image")
+        # One trace for every batch size; the uint8 → float32 [0, 255] cast is the model's input rule.
+        if rule == "patch_grid":
+            self._predict = tf.function(lambda x: patch_grid_scores(model, tf.cast(x, tf.float32),
+                                                                    meta["patch_size"]),
+                                        input_signature=[spec])
+        else:
+            self._predict = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                                        input_signature=[spec])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Scorer":
+        path = Path(path)
+        meta = modelfile.read_meta(path)
+        rule = meta.get("inference", "whole_image")
+        if not isinstance(rule, str) or rule not in RULES:
+            raise UserError(f"{path}: inference rule {rule!r} is unknown to deepfake-detector {__version__} "
+                            "(the model was made by a newer version); update deepfake-detector")
+        if not isinstance(meta.get("image_size"), int):
+            raise UserError(f"{path}: metadata has no image_size; retrain the model with `dvc repro train`")
+        patch = meta.get("patch_size")
+        if rule == "patch_grid" and (isinstance(patch, bool) or not isinstance(patch, int)
+                                     or not 0 < patch <= meta["image_size"]):
+            raise UserError(f"{path}: inference rule patch_grid needs a patch_size in (0, image_size], "
+                            f"got {patch!r}; retrain the model with `dvc repro train`")
+        sha256 = sha256_file(path)  # of the bytes loaded next, to match the threshold's model
+        model, meta = modelfile.load(path)
+        return cls(path, model, meta, sha256)
+
+    def score(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 [n, size, size, 3] → float64 [n] of P(fake)."""
+        if len(images) == 0:
+            return np.zeros(0)
+        parts = [self._predict(images[start:start + batch_size]).numpy().reshape(-1)
+                 for start in range(0, len(images), batch_size)]
+        return np.concatenate(parts).astype(float)
+
+    def score_records(self, files: list[str], stored_size: int, batch_size: int):
+        """The records in ``files`` → DataFrame(index, label, score), in record order."""
+        import pandas as pd
+        import tensorflow as tf
+
+        resize_to = self.image_size if self.image_size != stored_size else None
+        data = records.decoded_dataset(files, resize_to).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        frames = [pd.DataFrame({"index": indices.numpy(), "label": labels.numpy().astype(int),
+                                "score": self._predict(batch).numpy().reshape(-1).astype(float)})
+                  for batch, labels, indices in data]
+        return pd.concat(frames, ignore_index=True)
+
+
+def native_only(meta: dict) -> bool:
+    """True when the model must see face crops at exactly its input size, never resized or cut from
+    a larger picture: the fixed-feature models (``catalog.ModelInfo.fixed_features``), whose features
+    are pixel noise and the JPEG grid. A model file may say so itself (``native_only``)."""
+    from deepfake_detector.model import catalog
+
+    if "native_only" in meta:
+        return bool(meta["native_only"])
+    info = catalog.MODELS.get(meta.get("model"))
+    return info is not None and info.fixed_features is not None
+
+
+def native_rule(scorer: Scorer) -> str | None:
+    """For a model that scores only un-resized crops of its input size (``Scorer.native_only``), the
+    rule in words, as predict's error rows, watch's refusal and the CLI's note give it; else None."""
+    if not scorer.native_only:
+        return None
+    size = scorer.image_size
+    return (f"{scorer.path} ({scorer.meta.get('model')}) reads pixel-level traces of un-resized {size}x{size} "
+            f"face crops, as it was trained; give {size}x{size} face crops (no face detection or resizing "
+            "is done for it), or use a model trained with the default recipe")
+
+
+def patch_grid_scores(model, images, patch_size: int):
+    """float32 [n, size, size, 3] → [n, 1] P(fake): the sigmoid of the mean logit of the grid of
+    ``patch_size`` squares (a remainder strip at the right and bottom edges is left out)."""
+    import tensorflow as tf
+
+    side = [1, patch_size, patch_size, 1]
+    tiles = tf.image.extract_patches(images, side, side, [1, 1, 1, 1], "VALID")
+    grid = tf.shape(tiles)[1] * tf.shape(tiles)[2]
+    scores = model(tf.reshape(tiles, [-1, patch_size, patch_size, 3]), training=False)
+    scores = tf.clip_by_value(tf.cast(scores, tf.float32), 1e-7, 1 - 1e-7)
+    logits = tf.reshape(tf.math.log(scores) - tf.math.log1p(-scores), [-1, grid])
+    return tf.sigmoid(tf.reduce_mean(logits, axis=1, keepdims=True))
+
+
+def threshold_path(model_path: str | Path) -> Path:
+    return Path(f"{model_path}{paths.THRESHOLD_SUFFIX}")
+
+
+def write_threshold(scorer: Scorer, threshold: float, details: dict) -> Path:
+    """Beside the model: the threshold and the sha256 of the model file it was chosen for."""
+    path = threshold_path(scorer.path)
+    write_json(path, {"threshold": threshold, "model_sha256": scorer.sha256, **details})
+    return path
+
+
+def read_threshold(scorer: Scorer) -> float:
+    """The threshold evaluate chose for exactly this model file; one-line refusal otherwise."""
+    path = threshold_path(scorer.path)
+    fix = "run `dvc repro evaluate` to choose it on Validation, or pass --threshold"
+    try:
+        saved = read_json(path)
+    except FileNotFoundError:
+        raise UserError(f"{scorer.path}: no decision threshold ({path} not found); {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); {fix}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("threshold"), (int, float)):
+        raise UserError(f"{path}: no threshold in it; {fix}")
+    value = saved["threshold"]
+    if isinstance(value, bool) or not 0.0 <= value <= 1.0:  # also nan: a P(fake) cut-off is in [0, 1]
+        raise UserError(f"{path}: threshold {value!r} is not a probability in [0, 1]; {fix}")
+    if saved.get("model_sha256") != scorer.sha256:
+        raise UserError(f"{path} was chosen for another model file than {scorer.path} (sha256 "
+                        f"{str(saved.get('model_sha256'))[:12]}, this one {scorer.sha256[:12]}); {fix}")
+    return float(saved["threshold"])

@@ -1,0 +1,2 @@
+"""Fitting a detector: the fit loop and its callbacks, augmentation, checkpoints, TensorFlow's devices
+and multi-worker training."""
