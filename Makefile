@@ -11,7 +11,7 @@ UV_VERSION ?= 0.13.9
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
-.PHONY: deps install repro test test-fast bench clean check-pipeline report browser
+.PHONY: deps lint install repro test test-fast bench clean check-pipeline report browser
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 repro: install
 	$(BIN)/dvc repro
 
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest -q
 
 test-fast: install
@@ -61,3 +61,7 @@ clean:
 # dvc.yaml's code deps, regenerated from what each stage imports (after moving or adding a module).
 deps: install
 	$(BIN)/python tools/stagedeps.py
+
+# ruff, pinned in requirements.txt, configured in pyproject.toml: zero findings or `make test` stops.
+lint: install
+	$(BIN)/ruff check .

@@ -19,9 +19,9 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
-from deepfake_detector.data.sources import archive  # noqa: E402
-from inspect_speed import REAL_FACES, generated_jpegs  # noqa: E402
+from benchmarks.harness import alternate, emit, machine, ratio_to
+from deepfake_detector.data.sources import archive
+from inspect_speed import REAL_FACES, generated_jpegs
 
 LIMITS = archive.Limits(max_member_bytes=64 * 2**20, max_total_bytes=2**40)
 METHODS = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2,

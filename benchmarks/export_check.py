@@ -24,9 +24,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, emit, machine, median_seconds, ratio_to  # noqa: E402
+from benchmarks.harness import alternate, emit, machine, median_seconds, ratio_to
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REFERENCE = "the Keras model's bare predict_on_batch, same images, same run"
 

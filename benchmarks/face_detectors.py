@@ -58,8 +58,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
-from deepfake_detector.apps.faces import FaceFinder  # noqa: E402
+from benchmarks.harness import alternate, emit, machine, ratio_to
+from deepfake_detector.apps.faces import FaceFinder
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 SIZE_BINS = ((40, 64), (64, 96), (96, 160), (160, 1000))

@@ -32,10 +32,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from harness import alternate, check, dvc, emit, machine, make_project, ratio_to  # noqa: E402
+from harness import alternate, check, dvc, emit, machine, make_project, ratio_to
 
 from deepfake_detector import CLASS_NAMES
-from deepfake_detector.core import paths  # noqa: E402
+from deepfake_detector.core import paths
 
 
 def epoch(dataset, expected: int, what: str) -> int:

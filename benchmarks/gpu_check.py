@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from deepfake_detector.training import devices  # noqa: E402
-from deepfake_detector.core.params import load_section  # noqa: E402
-from deepfake_detector.core.paths import PROCESSED  # noqa: E402
+from deepfake_detector.training import devices
+from deepfake_detector.core.params import load_section
+from deepfake_detector.core.paths import PROCESSED
 
 
 def model_rate(params, steps: int) -> float:

@@ -20,7 +20,7 @@ from typing import Callable
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from projectcopy import ROOT, dvc, make_project, project_env, run, set_params  # noqa: E402,F401
+from projectcopy import ROOT, dvc, make_project, project_env, run, set_params  # noqa: F401 (the benchmarks import these from here)
 
 
 class PeakRSS:

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, emit, machine, ratio_to  # noqa: E402
-from deepfake_detector.data.images import inspect  # noqa: E402
+from benchmarks.harness import alternate, emit, machine, ratio_to
+from deepfake_detector.data.images import inspect
 
 SIZE = 256
 MAX_PIXELS = 50_000_000

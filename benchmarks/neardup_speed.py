@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, machine, ratio_to  # noqa: E402
-from deepfake_detector.data.neardup import audit  # noqa: E402
+from benchmarks.harness import alternate, machine, ratio_to
+from deepfake_detector.data.neardup import audit
 
 SPLIT_P = [140_002 / 190_335, 39_428 / 190_335, 10_905 / 190_335]
 DEFAULT_ZIP = Path("/work/shared/data/faces140k-sample.zip")

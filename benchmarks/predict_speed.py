@@ -33,10 +33,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import alternate, check, emit, machine, median_seconds, model_arguments, project_env, \
-    ratio_to, untrained_model  # noqa: E402
+    ratio_to, untrained_model
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 REFERENCE = "the model's bare predict_on_batch on float32 batches of 64, same run"
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")

@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
 
-from benchmarks.harness import DecodeReference, alternate, emit, machine, ratio_to, zip_images  # noqa: E402
-from deepfake_detector.core.params import load_section  # noqa: E402
-from deepfake_detector.data.sources import sample  # noqa: E402
+from benchmarks.harness import DecodeReference, alternate, emit, machine, ratio_to, zip_images
+from deepfake_detector.core.params import load_section
+from deepfake_detector.data.sources import sample
 
 
 def main() -> None:

@@ -35,11 +35,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import emit, machine, model_arguments, project_env, untrained_model  # noqa: E402
+from benchmarks.harness import emit, machine, model_arguments, project_env, untrained_model
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
+import cv2
+import numpy as np
+import psutil
 
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")
 BOUNDARY = "serve-latency-boundary"

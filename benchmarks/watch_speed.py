@@ -33,11 +33,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import emit, machine, median_seconds, ratio_to, untrained_model  # noqa: E402
+from benchmarks.harness import emit, machine, median_seconds, ratio_to, untrained_model
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import cv2
+import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_FACES = Path("/work/shared/data/faces140k-sample.zip")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import harness  # noqa: E402
+import harness
 
 
 def test_alternate_interleaves_and_ratio_to_takes_the_median_of_per_round_ratios():

@@ -13,7 +13,7 @@ import yaml
 
 from projectcopy import ROOT, dvc, make_project, project_env, run
 sys.path.insert(0, str(ROOT / "tools"))
-from stagedeps import closure, covered, shortest_deps, write_dvc_yaml  # noqa: E402 (tools/ is not a package)
+from stagedeps import closure, covered, shortest_deps, write_dvc_yaml
 
 
 def _stages() -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -12,11 +11,11 @@ import pytest
 from projectcopy import ROOT, project_env
 
 tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
 
 from deepfake_detector.training import devices
 from deepfake_detector.model import modelfile
-from deepfake_detector.model import builders as models  # noqa: E402
+from deepfake_detector.model import builders as models
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf  # noqa: E402  (tests may import TF; images.py must not)
+import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).parent))
-import badimages as bad  # noqa: E402
-from deepfake_detector.data.images import CONVERT_REASONS, SKIP_REASONS, inspect, phash64  # noqa: E402
+import badimages as bad
+from deepfake_detector.data.images import CONVERT_REASONS, SKIP_REASONS, inspect, phash64
 
 SIZE, MAX_PIXELS = bad.IMAGE_SIZE, bad.MAX_PIXELS
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,16 +11,16 @@ from matplotlib import cbook
 from PIL import Image, ImageOps
 
 tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
 
-from badimages import BAD_IMAGES, encode_jpeg, photo  # noqa: E402
+from badimages import BAD_IMAGES, encode_jpeg, photo
 
 from deepfake_detector.apps import faces
 from deepfake_detector.model import inference
 from deepfake_detector.model import modelfile
-from deepfake_detector.data import records  # noqa: E402
-from deepfake_detector.core.errors import UserError  # noqa: E402
-from deepfake_detector.apps.predict import expand  # noqa: E402
+from deepfake_detector.data import records
+from deepfake_detector.core.errors import UserError
+from deepfake_detector.apps.predict import expand
 
 FACE_IMAGE = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # a real portrait, 512x600
 

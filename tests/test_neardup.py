@@ -88,7 +88,9 @@ def test_bands_partition_all_64_bits(d):
 def test_hand_built_splits():
     rng = np.random.default_rng(1)
     a, b, c, far = (int(x) for x in _uniform(4, rng))
-    near = lambda x, *bits: x ^ sum(1 << k for k in bits)  # noqa: E731
+    def near(x, *bits):  # x with the given bits flipped
+        return x ^ sum(1 << k for k in bits)
+
     hashes = [
         a,  # 0 train
         near(a, 3, 40, 63),  # 1 test: 3 bits from a train image -> cross pair, marked

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
 
 from deepfake_detector.training import augment
 from deepfake_detector.model import modelfile
 from deepfake_detector.model import builders as models
 from deepfake_detector.core import paths
 from deepfake_detector.data import records
-from deepfake_detector.training import fit as training  # noqa: E402
-from deepfake_detector.core.files import write_json  # noqa: E402
+from deepfake_detector.training import fit as training
+from deepfake_detector.core.files import write_json
 
 NO_AUGMENT = dict(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95], blur_probability=0.0,
                   blur_sigma=[0.3, 1.2], colour_probability=0.0, colour_strength=0.2, rescale_probability=0.0,

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
 
-from projectcopy import ROOT, make_project, project_env, run, set_params  # noqa: E402
-from test_training import AUGMENT, write_records  # noqa: E402
+from projectcopy import ROOT, make_project, project_env, run, set_params
+from test_training import AUGMENT, write_records
 from deepfake_detector.model import catalog
 from deepfake_detector.model import modelfile
 from deepfake_detector.model import builders as models
-from deepfake_detector.training import fit as training  # noqa: E402
-from deepfake_detector.core.errors import UserError  # noqa: E402
+from deepfake_detector.training import fit as training
+from deepfake_detector.core.errors import UserError
 
 
 def test_the_model_names_are_read_without_tensorflow():

@@ -77,7 +77,7 @@ class Worker:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(job(*args))
-                except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
+                except BaseException as exc:
                     future.set_exception(exc)
 
     def close(self) -> None:

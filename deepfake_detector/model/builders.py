@@ -174,7 +174,7 @@ def load_start_weights(model: keras.Model, path: str) -> None:
         raise UserError(f"{path}: no such weights file; {fix}")
     try:
         model.load_weights(path)
-    except Exception as exc:  # noqa: BLE001 - Keras raises ValueError, KeyError, OSError... on a mismatch
+    except Exception as exc:
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise UserError(f"{path}: its weights don't fit {model.name} at this image size ({detail}); "

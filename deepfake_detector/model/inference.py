@@ -71,7 +71,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if rgb is None and header.format not in ("JPEG", "MPO"):
         try:
             rgb = images.pillow_rgb(header.image)
-        except Exception as exc:  # noqa: BLE001 - whatever the plugin raises, the file is broken
+        except Exception as exc:
             error = exc
     if rgb is None:
         raise Unreadable(images.failure_reason(data, error))

@@ -65,12 +65,11 @@ def load(path: str | Path):
     load_tensorflow()  # after the cheap checks: a missing or broken file fails before TensorFlow loads
     import keras
 
-    from deepfake_detector.model import jpegmodel
-    from deepfake_detector.model import richmodel  # noqa: F401  (register their custom layers for loading)
+    from deepfake_detector.model import jpegmodel, richmodel  # noqa: F401 (registers their custom layers for loading)
 
     try:
         model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras, h5py and zipfile raise many types on a bad file
+    except Exception as exc:
         raise _unusable(path, f"Keras cannot load it: {type(exc).__name__}: {exc}") from None
     size = meta["image_size"]
     inputs, outputs = model.input_shape, model.output_shape

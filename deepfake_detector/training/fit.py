@@ -15,14 +15,14 @@ import time
 from deepfake_detector.training import devices
 
 tf = devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 from deepfake_detector.training import augment
 from deepfake_detector.model import catalog as model_catalog
 from deepfake_detector.training import checkpoints
 from deepfake_detector.model import builders as models
-from deepfake_detector.data import records  # noqa: E402
+from deepfake_detector.data import records
 
 log = logging.getLogger(__name__)
 STREAM_SHUFFLE = 2048  # shuffle buffer for records that don't fit the cache (decoded images)
