@@ -175,3 +175,18 @@ def test_a_worker_that_never_starts_ends_the_other_with_a_clear_line(preprocesse
     assert last.startswith("error: multi-worker training:") and "check the addresses and ports" in last, out[-3000:]
     assert waited < 120, waited
     print(f"worker 0 alone ended after {waited:.0f} s (exit {alone.returncode}): {last}")
+
+
+def test_the_patched_keras_functions_are_the_ones_the_patch_was_written_for():
+    """keras_multi_worker replaces two functions of Keras' TensorFlow trainer and calls a third. If an
+    upgrade changes any of them, the patch may be wrong or no longer needed: this fails, naming them."""
+    pytest.importorskip("keras")
+    from deepfake_detector.training import keras_multi_worker
+
+    installed = keras_multi_worker.keras_sources()
+    changed = sorted(name for name, digest in keras_multi_worker.KERAS_SOURCE_SHA256.items()
+                     if installed[name] != digest)
+    assert not changed, (f"Keras changed {changed} (keras/src/backend/tensorflow/trainer.py): read the new "
+                         "code, check both fixes of keras_multi_worker.py, then record the new digests")
+    keras_multi_worker.apply()  # patched in place: the digests are still those of Keras' own code
+    assert keras_multi_worker.keras_sources() == installed

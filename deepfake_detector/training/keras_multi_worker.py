@@ -20,7 +20,33 @@ sync-on-read variables, which sum over all workers, so validation AUC is that of
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 _applied = False
+_originals: dict = {}
+
+# The Keras functions the patch replaces or relies on, with the sha256 of their source in the Keras
+# it was written against (3.15). tests/test_distribute.py fails when an upgrade changes one: then
+# read the new code, check that both fixes are still needed and right, and record the new digests.
+KERAS_SOURCE_SHA256 = {
+    "TensorFlowTrainer._maybe_symbolic_build": "92a504f5eba9b29f81f1bf26180bdd5bf5186b06b7bda426534b90d2d02bc1c2",
+    "reduce_per_replica": "2e7d54b1e6edc29a8c6a7e6b66cd4c8be3ba7842412c93753ac3afe169fa7fb8",
+    "_collective_all_reduce_multi_worker": "0302369d850e6694978fa7691c0e97b79cd0cf83a6bbef7caed8738e1f1a5c24",
+}
+
+
+def keras_sources() -> dict[str, str]:
+    """The sha256 of the installed Keras' source of each function in ``KERAS_SOURCE_SHA256`` (the
+    unpatched one, also after ``apply``)."""
+    from keras.src.backend.tensorflow import trainer
+
+    found = {"TensorFlowTrainer._maybe_symbolic_build": trainer.TensorFlowTrainer._maybe_symbolic_build,
+             "reduce_per_replica": trainer.reduce_per_replica,
+             "_collective_all_reduce_multi_worker": trainer._collective_all_reduce_multi_worker}
+    found.update(_originals)
+    return {name: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+            for name, function in found.items()}
 
 
 def apply() -> None:
@@ -50,6 +76,8 @@ def apply() -> None:
             return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
         return original_reduce(values, strategy, reduction)
 
+    _originals.update({"TensorFlowTrainer._maybe_symbolic_build": original_build,
+                       "reduce_per_replica": original_reduce})
     trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     trainer.reduce_per_replica = reduce_per_replica
     _applied = True
