@@ -79,9 +79,7 @@ def main() -> None:
     params = load_section("evaluate", extra_checks=check)
     numerics = load_section("numerics")
     entrypoint.portable_numerics(numerics.portable, numerics.threads)  # before TensorFlow loads
-    from deepfake_detector.training import devices
-
-    devices.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
+    entrypoint.load_tensorflow()  # quietly: no CUDA-missing lines on a CPU
     from deepfake_detector.evaluation import metrics as evaluation
     from deepfake_detector.model import inference
     from deepfake_detector.data import records

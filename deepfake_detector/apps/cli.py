@@ -51,6 +51,11 @@ def _margin(text: str) -> float:
     return value
 
 
+def _model_option(command) -> None:
+    command.add_argument("--model", default=paths.MODEL, type=Path,
+                         help="trained model file (default: %(default)s)")
+
+
 def parser() -> argparse.ArgumentParser:
     from deepfake_detector.apps.faces import DEFAULT_MARGIN
     from deepfake_detector.model.inference import MAX_PIXELS
@@ -70,8 +75,7 @@ def parser() -> argparse.ArgumentParser:
                     "real_faces recipe) is never given detected faces: it scores each image whole and "
                     "refuses other sizes. Exit status 0 if any file was scored, 2 if none was.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image, video or folder")
-    predict.add_argument("--model", default=paths.MODEL, type=Path,
-                         help="trained model file (default: %(default)s)")
+    _model_option(predict)
     predict.add_argument("--format", choices=FORMATS,
                          help="output format (default: from --output's suffix, else table)")
     predict.add_argument("--output", type=Path, metavar="FILE",
@@ -119,7 +123,7 @@ def _watch_parser(commands) -> None:
                     "Ctrl-C stops (the recording is kept).")
     watch.add_argument("source", metavar="SOURCE",
                        help="camera index (0), video file, or stream URL (rtsp://..., http://...)")
-    watch.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
+    _model_option(watch)
     watch.add_argument("--threshold", type=_probability,
                        help="decision threshold on P(fake); default: the one evaluate chose for this model file")
     watch.add_argument("--window", type=_positive(float), default=2.0,
@@ -156,7 +160,7 @@ def _export_parser(commands) -> None:
                     "within the format's tolerance. Input 'image': float32 [n, size, size, 3], RGB in "
                     "[0, 255]; output 'p_fake': float32 [n].")
     export.add_argument("--format", choices=FORMATS, required=True, help="what to write")
-    export.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
+    _model_option(export)
     export.add_argument("--output", type=Path, metavar="PATH",
                         help="where to write (default: the model's path with .savedmodel, .tflite or .onnx)")
     export.add_argument("--check-images", type=Path, nargs="+", metavar="PATH",
@@ -177,7 +181,7 @@ def _serve_parser(commands) -> None:
                     "`predict --format json`; GET /api/health; schema at /openapi.json). One inference "
                     "worker; requests past --queue get 503; an upload that stalls or is too slow gets "
                     "408. Ctrl-C or SIGTERM stops.")
-    serve.add_argument("--model", default=paths.MODEL, type=Path, help="trained model file (default: %(default)s)")
+    _model_option(serve)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s, this machine only; see the README "
                             "before using another)")
