@@ -68,7 +68,7 @@ def main() -> None:
     images, source = export.check_images(scorer, args.check_images, args.count, paths.PROCESSED)
     floats = images.astype(np.float32)
     work = Path(tempfile.mkdtemp(prefix="export_check."))
-    result = {"model": scorer.meta.get("model"), "image_size": scorer.image_size, "images": source,
+    result = {"model": scorer.meta.model, "image_size": scorer.image_size, "images": source,
               "machine": machine()}
 
     def keras_run(x):

@@ -4,7 +4,7 @@
 
 No model: each epoch is one pass over the training split, images only. Per round, interleaved:
 
-* ``cached``: ``training.train_dataset`` as training builds it (records decoded, resized, cached in
+* ``cached``: ``feed.train_dataset`` as training builds it (records decoded, resized, cached in
   RAM, shuffled into batches, augmented batch by batch, prefetched), with the whole split in the cache budget;
 * ``cached_without_augmentation``: the same without flips, JPEG re-compression and blur, to show what
   the augmentation (run on every image every epoch, after the cache) costs;
@@ -84,7 +84,7 @@ def main() -> None:
 
         from deepfake_detector.core import params
         from deepfake_detector.data import records
-        from deepfake_detector.training import fit as training
+        from deepfake_detector.training import feed
 
         train = params.load_section("train", project / "params.yaml")
         processed = project / paths.PROCESSED
@@ -93,7 +93,7 @@ def main() -> None:
         check("the training records", {"images": records_n}, {"images": args.images})
 
         def ours(cache_images: int, augment=train.augment):
-            data, cached = training.train_dataset(processed, catalog, train.image_size, train.batch_size,
+            data, cached = feed.train_dataset(processed, catalog, train.image_size, train.batch_size,
                                                   cache_images, augment, train.seed)
             check("the cache", {"cached": cached}, {"cached": min(cache_images, records_n) and records_n})
             return data

@@ -5,7 +5,7 @@ Prints one JSON object (and writes it to ``--out``, default ``gpu_check.json``):
 * ``device``: what TensorFlow trains on, and whether mixed precision and XLA are on (as ``fit`` sets them);
 * ``model_images_per_second``: training steps of ``train.model`` on ready batches held on the device
   (no input pipeline), steady state after a warm-up;
-* ``feed``: ``training.feed_rate`` on ``data/processed`` (the dataset ``fit`` reads, no model):
+* ``feed``: ``feed.feed_rate`` on ``data/processed`` (the dataset ``fit`` reads, no model):
   first epoch and steady img/s, as ``benchmarks/feed_speed.py`` measures it;
 * ``feed_keeps_up``: steady feed rate >= model rate (otherwise the accelerator waits on the CPU).
 
@@ -56,7 +56,7 @@ def main() -> None:
     params = load_section("train")
     devices.load_tensorflow()
     from deepfake_detector.data import records
-    from deepfake_detector.training import fit as training
+    from deepfake_detector.training import feed
 
     mixed = devices.use_mixed_precision(params.mixed_precision)
     result = {"device": devices.device_name(), "mixed_precision": mixed, "xla": bool(devices.gpus()),
@@ -64,7 +64,7 @@ def main() -> None:
               "machine": devices.machine_facts(params.deterministic)}
     result["model_images_per_second"] = round(model_rate(params, args.steps), 1)
     if (PROCESSED / "records.json").is_file():
-        result["feed"] = training.feed_rate(PROCESSED, records.load_catalog(PROCESSED), params, args.feed_epochs)
+        result["feed"] = feed.feed_rate(PROCESSED, records.load_catalog(PROCESSED), params, args.feed_epochs)
         result["feed_keeps_up"] = result["feed"]["steady_images_per_second"] >= result["model_images_per_second"]
     else:
         result["feed"] = f"{PROCESSED} not found: run `dvc repro preprocess` first"

@@ -231,5 +231,5 @@ def untrained_model(folder: Path, name: str, image_size: int) -> Path:
     from deepfake_detector.model import builders as models
 
     path = folder / "model.keras"
-    modelfile.save(models.build(name, image_size), path, {"model": name, "image_size": image_size})
+    modelfile.save(models.build(name, image_size), path, modelfile.ModelMeta(image_size, model=name))
     return path

@@ -50,12 +50,12 @@ def step_rates(project: Path, models: list[str], rounds: int, steps: int = 20) -
     from deepfake_detector.model import builders as registry
     from deepfake_detector.core import params
     from deepfake_detector.data import records
-    from deepfake_detector.training import fit as training
+    from deepfake_detector.training import feed
 
     train = params.load_section("train", project / "params.yaml")
     folder = project / paths.PROCESSED
     catalog = records.load_catalog(folder)
-    data, _ = training.train_dataset(folder, catalog, train.image_size, train.batch_size, 10**9,
+    data, _ = feed.train_dataset(folder, catalog, train.image_size, train.batch_size, 10**9,
                                      train.augment, train.seed)
     data = data.repeat()
     compiled = {}

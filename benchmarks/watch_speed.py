@@ -150,7 +150,7 @@ def main() -> None:
         print(f"{name}: {runs[name]}", file=sys.stderr)
 
     emit({
-        "model": scorer.meta.get("model"), "image_size": size, "trained_model": args.model is not None,
+        "model": scorer.meta.model, "image_size": size, "trained_model": args.model is not None,
         "video": {"width": 640, "height": 360, "fps": args.fps, "seconds": args.seconds, "faces": 2,
                   "face_source": source},
         "machine": machine(),

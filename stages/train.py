@@ -25,20 +25,20 @@ def main() -> None:
     from deepfake_detector.training import devices
 
     devices.load_tensorflow()  # after the checks, and quietly (no CUDA-missing lines on a CPU)
-    from deepfake_detector.training import checkpoints
+    from deepfake_detector.training import checkpoints, distribute
     from deepfake_detector.model import modelfile
     from deepfake_detector.data import records
     from deepfake_detector.training import fit as training
 
     # Starting weights first: a missing file or an offline ImageNet download fails before any data.
-    strategy = devices.strategy(params.distribute)  # before other TF work (multi-worker needs that)
+    strategy = distribute.strategy(params.distribute)  # before other TF work (multi-worker needs that)
     model = training.build_model(params, strategy)
     catalog = records.load_catalog(PROCESSED)
     check_both_classes({split: catalog["splits"][split] for split in ("train", "validation")},
                        str(PROCESSED), "rerun preprocess on a fuller dataset")
-    chief = devices.is_chief()  # multi-worker: only the chief writes outputs and metrics
+    chief = distribute.is_chief()  # multi-worker: only the chief writes outputs and metrics
     checkpoint = TRAIN_CHECKPOINT
-    if devices.is_multi_worker(strategy):
+    if distribute.is_multi_worker(strategy):
         # Every worker would have to resume from the same epoch, and only the chief writes files.
         log.info("train: multi_worker runs don't resume after a kill (no epoch checkpoints)")
         checkpoint = None
@@ -47,17 +47,9 @@ def main() -> None:
                                   model, strategy, checkpoint, key)
     timing = {name: metrics.pop(name) for name in training.TIMING_KEYS}
     if not chief:
-        log.info("train: worker %d done (the chief writes the outputs)", devices.worker_index())
+        log.info("train: worker %d done (the chief writes the outputs)", distribute.worker_index())
         return
-    modelfile.save(model, MODEL, meta={
-        "model": params.model,
-        "image_size": params.image_size,
-        **training.inference_rule(params),
-        "input": "RGB, float32 in [0, 255], square",
-        "stored_image_size": catalog["image_size"],
-        "train_params": as_dict(params),
-        "train_metrics": metrics,
-    })
+    modelfile.save(model, MODEL, modelfile.ModelMeta.for_training(params, catalog["image_size"], metrics))
     write_json(TRAIN_METRICS, metrics)
     write_json(TRAIN_TIMING, timing)
     checkpoints.clear(TRAIN_CHECKPOINT)  # only now: a kill before the model file was written resumes

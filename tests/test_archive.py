@@ -5,6 +5,7 @@ UTF-8 flag, and special files in a folder."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -91,8 +92,7 @@ def test_a_bzip2_or_lzma_dataset_preprocesses_like_a_stored_one(tmp_path, method
     carve = SimpleNamespace(validation_fraction=0.1, test_fraction=0.1, seed=42)
     summary = import_dataset(source, tmp_path / "raw" / "dataset.zip", carve, LIMITS, progress=False)
     assert not summary["repacked"]  # canonical already: copied, still compressed
-    params = load_section("preprocess", ROOT / "params.yaml")
-    params.image_size, params.workers = 64, 1
+    params = dataclasses.replace(load_section("preprocess", ROOT / "params.yaml"), image_size=64, workers=1)
     stats = preprocess(tmp_path / "raw" / "dataset.zip", tmp_path / "processed", params)
     assert stats["skipped"] == {} and stats["images_total"] == len(files)
     assert all(stats[split] == {"real": 3, "fake": 3} for split in ("train", "validation", "test"))

@@ -13,7 +13,7 @@ from projectcopy import ROOT, project_env
 tf = pytest.importorskip("tensorflow")
 import keras
 
-from deepfake_detector.training import devices
+from deepfake_detector.training import devices, distribute
 from deepfake_detector.model import modelfile
 from deepfake_detector.model import builders as models
 
@@ -40,7 +40,7 @@ def test_mixed_precision_forced_on_trains_finite_and_outputs_float32(mixed_preci
     assert np.isfinite(history.history["loss"]).all()
     scores = model.predict_on_batch(images)
     assert scores.dtype == np.float32 and model.output.dtype == "float32"
-    modelfile.save(model, tmp_path / "model.keras", {"image_size": 32})
+    modelfile.save(model, tmp_path / "model.keras", modelfile.ModelMeta(image_size=32))
     loaded, _ = modelfile.load(tmp_path / "model.keras")
     np.testing.assert_allclose(loaded.predict_on_batch(images), scores, rtol=1e-3, atol=1e-3)
 
@@ -64,9 +64,9 @@ def test_tensorflow_starts_without_cuda_noise_on_a_cpu():
 
 
 def test_strategy_choices_on_a_cpu():
-    assert devices.describe(devices.strategy("none")) == ""
-    assert devices.describe(devices.strategy("auto")) == ""  # no GPU here
+    assert distribute.describe(distribute.strategy("none")) == ""
+    assert distribute.describe(distribute.strategy("auto")) == ""  # no GPU here
     from deepfake_detector.core.errors import ParamError
 
     with pytest.raises(ParamError, match="needs the TF_CONFIG environment variable"):
-        devices.strategy("multi_worker")  # no TF_CONFIG here
+        distribute.strategy("multi_worker")  # no TF_CONFIG here

@@ -21,7 +21,7 @@ from deepfake_detector.core.errors import UserError
 
 
 def _saved(model, path, size):
-    modelfile.save(model, path, {"image_size": size})
+    modelfile.save(model, path, modelfile.ModelMeta(image_size=size))
     return inference.Scorer.load(path)
 
 

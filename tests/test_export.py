@@ -30,7 +30,7 @@ def documented_names(fmt: str, path) -> tuple[list[str], list[str]]:
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-    # TFLite: as the README says, the names are the serving_default signature's (the raw tensors are
+    # TFLite: as docs/usage.md says, the names are the serving_default signature's (the raw tensors are
     # serving_default_image:0 and StatefulPartitionedCall*:0)
     runner = tflite_interpreter(path).get_signature_runner("serving_default")
     return list(runner.get_input_details()), list(runner.get_output_details())
@@ -67,7 +67,7 @@ def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, medi
 
         graph = onnx.load(str(output)).graph
         assert [v.type.tensor_type.shape.dim[0].dim_param for v in (*graph.input, *graph.output)] == ["n", "n"]
-    if fmt == "tflite":  # the README's call, and its raw tensor names
+    if fmt == "tflite":  # docs/usage.md's call, and its raw tensor names
         assert report["tflite"]["signature"] == "serving_default"
         assert report["tflite"]["call"] == "interpreter.get_signature_runner()(image=batch)['p_fake']"
         interpreter = tflite_interpreter(output)

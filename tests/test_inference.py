@@ -18,7 +18,7 @@ from badimages import BAD_IMAGES, encode_jpeg, photo
 from deepfake_detector.apps import faces
 from deepfake_detector.model import inference
 from deepfake_detector.model import modelfile
-from deepfake_detector.data import records
+from deepfake_detector.data import pixels, records
 from deepfake_detector.core.errors import UserError
 from deepfake_detector.apps.predict import expand
 
@@ -41,7 +41,7 @@ def test_predict_sees_exactly_the_pixels_training_sees(tmp_path):
 
 def test_the_area_resize_to_the_same_size_changes_nothing():
     image = photo(5, 64, 64)
-    assert np.array_equal(records.resize_image(image, 64).numpy(), image)
+    assert np.array_equal(pixels.resize_image(image, 64).numpy(), image)
 
 
 def _linear_model(path, meta: dict) -> keras.Model:
@@ -49,7 +49,7 @@ def _linear_model(path, meta: dict) -> keras.Model:
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
         keras.layers.GlobalAveragePooling2D()(inputs)))
     model.layers[-1].set_weights([np.full((3, 1), 0.01), np.array([-1.0])])
-    modelfile.save(model, path, {"image_size": 16, **meta})
+    modelfile.save(model, path, modelfile.ModelMeta(image_size=16, **meta))
     return model
 
 
@@ -68,7 +68,7 @@ def test_the_patch_grid_rule_scores_the_mean_logit_of_the_grid(tmp_path):
 
     keras.utils.set_random_seed(3)
     model = models.build("texture_cnn", None)
-    modelfile.save(model, tmp_path / "m.keras", {"image_size": 40, "inference": "patch_grid", "patch_size": 16})
+    modelfile.save(model, tmp_path / "m.keras", modelfile.ModelMeta(image_size=40, inference="patch_grid", patch_size=16))
     scorer = inference.Scorer.load(tmp_path / "m.keras")
     images = np.random.default_rng(1).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
     tiles = [images[:, y:y + 16, x:x + 16] for y in (0, 16) for x in (0, 16)]  # the 8-px remainder is left out

@@ -72,7 +72,7 @@ def test_rich_dct_saves_loads_and_scores_identically(tmp_path, size):
     model = models.build("rich_dct", size)
     assert all(not layer.trainable_weights for layer in model.layers if layer.name != "p_fake")
     images = np.random.default_rng(2).uniform(0, 255, (3, size, size, 3)).astype(np.float32)
-    modelfile.save(model, tmp_path / "m.keras", {"image_size": size})
+    modelfile.save(model, tmp_path / "m.keras", modelfile.ModelMeta(image_size=size))
     loaded, _ = modelfile.load(tmp_path / "m.keras")  # its custom layers are registered on load
     np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), rtol=1e-6)
 

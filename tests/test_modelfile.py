@@ -26,7 +26,7 @@ def good_model(tmp_path_factory) -> Path:
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
         keras.layers.GlobalAveragePooling2D()(inputs)))
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    modelfile.save(model, path, {"image_size": 16})
+    modelfile.save(model, path, modelfile.ModelMeta(image_size=16))
     return path
 
 
@@ -75,7 +75,7 @@ def test_an_unusable_model_file_is_one_line_naming_it_and_the_fix(good_model, tm
 
 def test_the_good_model_loads_and_a_missing_one_says_to_train(good_model, tmp_path):
     model, meta = modelfile.load(good_model)
-    assert meta["image_size"] == 16 and model.output_shape == (None, 1)
+    assert meta.image_size == 16 and model.output_shape == (None, 1)
     with pytest.raises(UserError, match="no such model file; train one"):
         modelfile.load(tmp_path / "model.keras")
 
@@ -90,3 +90,25 @@ def test_the_evaluate_stage_reports_it_in_one_line(good_model, tmp_path, corrupt
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: models/model.keras is not a usable model"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_metadata_reads_back_as_written_and_a_newer_files_extra_keys_are_ignored(good_model, tmp_path):
+    written = modelfile.ModelMeta(image_size=16, model="seed_cnn", inference="patch_grid", patch_size=8,
+                                  train_params={"epochs": 2}, train_metrics={"epochs": 2})
+    assert modelfile.ModelMeta.from_json(written.to_json(), Path("m.keras")) == written
+    raw = {**written.to_json(), "made_by_a_newer_version": [1, 2]}
+    assert modelfile.read_meta(rewritten(good_model, tmp_path / "m.keras", {META: json.dumps(raw).encode()})) == written
+    assert written.to_json()["score"] == "P(fake)" and written.to_json()["positive_class"] == "Fake"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"class_names": ["Fake", "Real"], "image_size": 16}, "label map"),
+    ({"image_size": 16, "inference": "pooled_crops"}, "newer version"),
+    ({"image_size": 16, "inference": "patch_grid", "patch_size": 32}, "patch_size in \\(0, image_size\\]"),
+    ({"image_size": True}, "not a positive integer"),
+])
+def test_metadata_a_scorer_cannot_use_is_refused_in_one_line(raw, message):
+    raw = {"class_names": ["Real", "Fake"], **raw}
+    with pytest.raises(UserError, match=message) as refused:
+        modelfile.ModelMeta.from_json(raw, Path("m.keras"))
+    assert "\n" not in str(refused.value) and str(refused.value).startswith("m.keras")

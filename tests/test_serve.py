@@ -240,7 +240,8 @@ def test_explain_on_a_model_without_gradients_is_a_422_naming_why(media, tmp_pat
     from deepfake_detector.model import modelfile
     from deepfake_detector.model import builders as models
 
-    modelfile.save(models.build("rich_dct", 256), tmp_path / "rich.keras", {"model": "rich_dct", "image_size": 256})
+    modelfile.save(models.build("rich_dct", 256), tmp_path / "rich.keras",
+                   modelfile.ModelMeta(model="rich_dct", image_size=256))
     running = serve.Service(tmp_path / "rich.keras", threshold=0.5)
     crop = tmp_path / "crop.png"  # rich_dct scores un-resized 256x256 crops only
     cv2.imwrite(str(crop), cv2.imread(str(media["face"]))[100:356, 140:396])

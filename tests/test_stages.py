@@ -149,7 +149,7 @@ def test_fake_is_the_positive_class_end_to_end(bright_fakes):
         dense = keras.layers.Dense(1)
         model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
         dense.set_weights([np.full((3, 1), weight), np.array([bias])])
-        modelfile.save(model, project / paths.MODEL, {"image_size": 64})
+        modelfile.save(model, project / paths.MODEL, modelfile.ModelMeta(image_size=64))
         run([sys.executable, "-m", "stages.evaluate"], cwd=project)
         return json.loads((project / paths.EVAL_METRICS).read_text())["test"]
 

@@ -16,7 +16,7 @@ from deepfake_detector.model import modelfile
 from deepfake_detector.model import builders as models
 from deepfake_detector.core import paths
 from deepfake_detector.data import records
-from deepfake_detector.training import fit as training
+from deepfake_detector.training import feed
 from deepfake_detector.core.files import write_json
 
 NO_AUGMENT = dict(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95], blur_probability=0.0,
@@ -45,7 +45,7 @@ def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) ->
 
 
 def epoch_indices(folder, catalog, cache_images: int, augment_params=AUGMENT):
-    data, cached = training.train_dataset(folder, catalog, 32, 8, cache_images, augment_params, seed=1)
+    data, cached = feed.train_dataset(folder, catalog, 32, 8, cache_images, augment_params, seed=1)
     # recover each image's index from its brightness (flip/blur/jpeg keep a flat image flat)
     seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in data for img in images]
     return sorted(seen), cached
@@ -62,7 +62,7 @@ def test_every_image_once_per_epoch_whatever_the_cache_budget(tmp_path, budget, 
 
 def test_labels_and_indices_survive_the_records(tmp_path):
     catalog = write_records(tmp_path)
-    data = training.eval_dataset(tmp_path, catalog, "train", 32, 16)
+    data = feed.eval_dataset(tmp_path, catalog, "train", 32, 16)
     labels = np.concatenate([y.numpy() for _, y, _ in data])
     indices = np.concatenate([i.numpy() for _, _, i in data])
     assert (labels == indices % 2).all() and sorted(indices) == list(range(40))
@@ -70,7 +70,7 @@ def test_labels_and_indices_survive_the_records(tmp_path):
 
 def test_resize_to_the_model_size(tmp_path):
     catalog = write_records(tmp_path, size=32)
-    images, _, _ = next(iter(training.eval_dataset(tmp_path, catalog, "train", 16, 4)))
+    images, _, _ = next(iter(feed.eval_dataset(tmp_path, catalog, "train", 16, 4)))
     assert images.shape == (4, 16, 16, 3) and images.dtype == tf.float32
 
 
@@ -123,7 +123,7 @@ def test_cached_batches_are_untouched_without_augmentation(tmp_path):
     """With every augmentation off, the pixels are the stored ones (as float32 in [0, 255]) and each
     label stays with its image."""
     catalog = write_records(tmp_path)
-    data, cached = training.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1)
+    data, cached = feed.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1)
     assert cached == 40
     for images, labels in data:
         assert images.dtype == tf.float32 and images.shape[1:] == (32, 32, 3)
@@ -134,7 +134,7 @@ def test_cached_batches_are_untouched_without_augmentation(tmp_path):
 
 def test_patch_training_gives_every_image_k_random_crops_per_epoch(tmp_path):
     catalog = write_records(tmp_path)
-    data, _ = training.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1,
+    data, _ = feed.train_dataset(tmp_path, catalog, 32, 8, 1000, augment_params(), seed=1,
                                      patch_size=16, patches_per_image=3)
     batches = list(data)
     assert all(images.shape[1:] == (16, 16, 3) for images, _ in batches)
@@ -179,9 +179,9 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
 
 def test_model_file_carries_the_label_map_and_input_size(tmp_path):
     model = models.build("seed_cnn", 32)
-    modelfile.save(model, tmp_path / "model.keras", {"image_size": 32})
+    modelfile.save(model, tmp_path / "model.keras", modelfile.ModelMeta(image_size=32))
     meta = modelfile.read_meta(tmp_path / "model.keras")
-    assert meta["class_names"] == ["Real", "Fake"] and meta["image_size"] == 32
+    assert meta.to_json()["class_names"] == ["Real", "Fake"] and meta.image_size == 32
     loaded, meta = modelfile.load(tmp_path / "model.keras")
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)

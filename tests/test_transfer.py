@@ -18,6 +18,7 @@ from test_training import AUGMENT, write_records
 from deepfake_detector.model import catalog
 from deepfake_detector.model import modelfile
 from deepfake_detector.model import builders as models
+from deepfake_detector.training import feed
 from deepfake_detector.training import fit as training
 from deepfake_detector.core.errors import UserError
 
@@ -67,7 +68,7 @@ def _params(**changes):
 
 def _val_loss(model, folder, catalog_):
     model.compile(loss="binary_crossentropy")
-    data = training.eval_dataset(folder, catalog_, "validation", 32, 8).map(lambda x, y, i: (x, y))
+    data = feed.eval_dataset(folder, catalog_, "validation", 32, 8).map(lambda x, y, i: (x, y))
     return model.evaluate(data, verbose=0)
 
 
@@ -76,7 +77,7 @@ def test_training_starts_from_a_saved_model_file(tmp_path):
     params = _params(epochs=1)
     model, _ = training.fit(tmp_path, catalog_, params, str(tmp_path / "live"))
     saved = tmp_path / "first.keras"
-    modelfile.save(model, saved, {"image_size": 32})
+    modelfile.save(model, saved, modelfile.ModelMeta(image_size=32))
     expected = _val_loss(keras.models.load_model(saved, compile=False), tmp_path, catalog_)
 
     started = training.build_model(_params(weights=str(saved)))
@@ -149,8 +150,8 @@ def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_m
                          bundle + "inference": "patch_grid"})
     dvc("exp", "run", "-S", "train.recipe=real_faces", cwd=project)
     meta = modelfile.read_meta(project / paths.MODEL)
-    assert meta["model"] == "texture_cnn" and meta["train_params"]["recipe"] == "real_faces"
-    assert (meta["inference"], meta["patch_size"], meta["image_size"]) == ("patch_grid", 32, 64)
+    assert meta.model == "texture_cnn" and meta.train_params["recipe"] == "real_faces"
+    assert (meta.inference, meta.patch_size, meta.image_size) == ("patch_grid", 32, 64)
     scorer = inference.Scorer.load(project / paths.MODEL)
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     expected = inference.patch_grid_scores(scorer.model, images.astype(np.float32), 32).numpy().reshape(-1)
@@ -162,7 +163,7 @@ def test_the_rich_model_survives_its_file_and_refuses_grad_cam_in_one_line(tmp_p
 
     model = models.build("residual_cooc", 32)
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
-    modelfile.save(model, tmp_path / "m.keras", {"image_size": 32})
+    modelfile.save(model, tmp_path / "m.keras", modelfile.ModelMeta(image_size=32))
     loaded, _ = modelfile.load(tmp_path / "m.keras")  # its custom layer is registered on load
     np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), rtol=1e-6)
     with pytest.raises(UserError, match="without --explain") as refused:

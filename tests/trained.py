@@ -89,6 +89,6 @@ def native_model(tmp_path_factory) -> Path:
     head = model.get_layer("p_fake")
     richmodel.standardise(model, np.random.default_rng(0).random((8, head.input.shape[-1]), np.float32))
     path = folder / "rich.keras"
-    modelfile.save(model, path, {"model": "rich_dct", "image_size": 64, "inference": "whole_image"})
+    modelfile.save(model, path, modelfile.ModelMeta(model="rich_dct", image_size=64, inference="whole_image"))
     inference.threshold_path(path).write_text(json.dumps({"threshold": 0.5, "model_sha256": sha256_file(path)}))
     return path

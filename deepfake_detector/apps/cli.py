@@ -51,14 +51,40 @@ def _margin(text: str) -> float:
     return value
 
 
-def _model_option(command) -> None:
-    command.add_argument("--model", default=paths.MODEL, type=Path,
-                         help="trained model file (default: %(default)s)")
+def _options(*names: str) -> argparse.ArgumentParser:
+    """A parent parser of the options several commands share, each written once: ``model``,
+    ``threshold``, ``crops`` (--no-detect, --margin), ``video`` (--fps). (serve's --max-pixels default is
+    its own, lower one: a server holds other people's uploads.)"""
+    from deepfake_detector.apps.faces import DEFAULT_MARGIN
+    from deepfake_detector.apps.predict import FPS
+
+    shared = argparse.ArgumentParser(add_help=False)
+    for name in names:
+        if name == "model":
+            shared.add_argument("--model", default=paths.MODEL, type=Path,
+                                help="trained model file (default: %(default)s)")
+        elif name == "threshold":
+            shared.add_argument("--threshold", type=_probability,
+                                help="decision threshold on P(fake); default: the one evaluate chose on "
+                                     "Validation for this very model file")
+        elif name == "crops":
+            shared.add_argument("--no-detect", action="store_true",
+                                help="the inputs are already face crops (like the training data): score "
+                                     "each whole image or frame, no face detection")
+            shared.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
+                                help="face box side added on each side of a detected face, so the crop "
+                                     "looks like the training crops (default: %(default)s)")
+        elif name == "video":
+            shared.add_argument("--fps", type=_positive(float), default=FPS,
+                                help="video frames sampled per second (default: %(default)s)")
+        else:
+            raise KeyError(name)
+    return shared
 
 
 def parser() -> argparse.ArgumentParser:
-    from deepfake_detector.apps.faces import DEFAULT_MARGIN
-    from deepfake_detector.model.inference import MAX_PIXELS
+    from deepfake_detector.apps.predict import TOP_K
+    from deepfake_detector.model.inference import BATCH_SIZE, MAX_PIXELS
 
     top = argparse.ArgumentParser(prog="deepfake-detector",
                                   description="Score images and videos with a trained real-vs-fake face "
@@ -67,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser(
-        "predict", help="score image files, folders (recursively) and videos",
+        "predict", parents=[_options("model", "threshold", "crops", "video")], help="score image files, folders (recursively) and videos",
         description="Score images (JPEG, PNG, WebP, BMP, GIF's first frame; not TIFF, HEIC or AVIF: convert "
                     "those to PNG), folders (recursively) and videos (mp4, mov, avi, webm, mkv, m4v). One row "
                     "per scored face, one verdict row per file (no score when no face is found), one error "
@@ -75,29 +101,17 @@ def parser() -> argparse.ArgumentParser:
                     "real_faces recipe) is never given detected faces: it scores each image whole and "
                     "refuses other sizes. Exit status 0 if any file was scored, 2 if none was.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image, video or folder")
-    _model_option(predict)
     predict.add_argument("--format", choices=FORMATS,
                          help="output format (default: from --output's suffix, else table)")
     predict.add_argument("--output", type=Path, metavar="FILE",
                          help="write the result here (atomically) instead of standard output")
-    predict.add_argument("--no-detect", action="store_true",
-                         help="the inputs are already face crops (like the training data): score each "
-                              "whole image, no face detection")
-    predict.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
-                         help="face box side added on each side of a detected face, so the crop looks "
-                              "like the training crops (default: %(default)s)")
-    predict.add_argument("--fps", type=_positive(float), default=1.0,
-                         help="video frames sampled per second (default: %(default)s)")
-    predict.add_argument("--top-k", type=_positive(int), default=5,
+    predict.add_argument("--top-k", type=_positive(int), default=TOP_K,
                          help="a video's verdict also reports the mean of its K most suspicious frames "
                               "(default: %(default)s)")
-    predict.add_argument("--threshold", type=_probability,
-                         help="decision threshold on P(fake); default: the one evaluate chose on "
-                              "Validation for this very model file")
     predict.add_argument("--max-video-seconds", type=_positive(float),
                          help="refuse videos longer than this (default: no limit; memory stays bounded "
                               "either way)")
-    predict.add_argument("--batch-size", type=_positive(int), default=64,
+    predict.add_argument("--batch-size", type=_positive(int), default=BATCH_SIZE,
                          help="images per model call (default: %(default)s)")
     predict.add_argument("--max-pixels", type=_positive(int), default=MAX_PIXELS,
                          help="larger images and video frames are refused unread (default: %(default)s)")
@@ -113,19 +127,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _watch_parser(commands) -> None:
-    from deepfake_detector.apps.faces import DEFAULT_MARGIN
-
     watch = commands.add_parser(
-        "watch", help="score the faces in a live video stream as frames arrive",
+        "watch", parents=[_options("model", "threshold", "crops")], help="score the faces in a live video stream as frames arrive",
         description="Score the faces of a camera, video file or stream as its frames arrive, and print "
                     "a rolling verdict. Frames that arrive while one is being scored are dropped, never "
                     "queued; a video file is read at its own frame rate, as a camera delivers frames. "
                     "Ctrl-C stops (the recording is kept).")
     watch.add_argument("source", metavar="SOURCE",
                        help="camera index (0), video file, or stream URL (rtsp://..., http://...)")
-    _model_option(watch)
-    watch.add_argument("--threshold", type=_probability,
-                       help="decision threshold on P(fake); default: the one evaluate chose for this model file")
     watch.add_argument("--window", type=_positive(float), default=2.0,
                        help="seconds of stream the rolling verdict averages over (default: %(default)s)")
     watch.add_argument("--interval", type=_positive(float), default=1.0,
@@ -139,10 +148,6 @@ def _watch_parser(commands) -> None:
                        help="write the annotated stream here (mp4, at the source's frame rate; atomically)")
     watch.add_argument("--format", choices=("text", "json"), default="text",
                        help="verdict lines as text, or as JSON objects, one per line (default: %(default)s)")
-    watch.add_argument("--no-detect", action="store_true",
-                       help="the frames are already face crops: score each whole frame")
-    watch.add_argument("--margin", type=_margin, default=DEFAULT_MARGIN,
-                       help="face box side added on each side of a face (default: %(default)s)")
     watch.add_argument("--detect-every", type=_positive(int), default=5,
                        help="search the whole frame for faces (on a second thread) at most every N frames; "
                             "on every frame, the faces known are followed (default: %(default)s)")
@@ -153,14 +158,13 @@ def _export_parser(commands) -> None:
     from deepfake_detector.apps.export import FORMATS
 
     export = commands.add_parser(
-        "export", help="write the model as a SavedModel (TF Serving), TFLite (float16) or ONNX file",
+        "export", parents=[_options("model")], help="write the model as a SavedModel (TF Serving), TFLite (float16) or ONNX file",
         description="Export the trained model for another runtime, load it back with that runtime and "
                     "check its scores against the Keras model's on --check-count images (the first "
                     "Validation records, or --check-images): the export is written only if they match "
                     "within the format's tolerance. Input 'image': float32 [n, size, size, 3], RGB in "
                     "[0, 255]; output 'p_fake': float32 [n].")
     export.add_argument("--format", choices=FORMATS, required=True, help="what to write")
-    _model_option(export)
     export.add_argument("--output", type=Path, metavar="PATH",
                         help="where to write (default: the model's path with .savedmodel, .tflite or .onnx)")
     export.add_argument("--check-images", type=Path, nargs="+", metavar="PATH",
@@ -175,19 +179,16 @@ def _serve_parser(commands) -> None:
     from deepfake_detector.apps.serve import Limits
 
     serve = commands.add_parser(
-        "serve", help="a web page and HTTP API that score uploaded images and videos",
+        "serve", parents=[_options("model", "threshold", "video")], help="a web page and HTTP API that score uploaded images and videos",
         description="Serve a web page (/) where a person drops an image or a video and sees each face's "
                     "P(fake) and the verdict, and an HTTP API (POST /api/predict returns the rows of "
                     "`predict --format json`; GET /api/health; schema at /openapi.json). One inference "
                     "worker; requests past --queue get 503; an upload that stalls or is too slow gets "
                     "408. Ctrl-C or SIGTERM stops.")
-    _model_option(serve)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s, this machine only; see the README "
                             "before using another)")
     serve.add_argument("--port", type=_positive(int), default=8000, help="TCP port (default: %(default)s)")
-    serve.add_argument("--threshold", type=_probability,
-                       help="decision threshold on P(fake); default: the one evaluate chose for this model file")
     serve.add_argument("--max-upload-mb", type=_positive(float), default=Limits.upload_bytes / 2**20,
                        help="largest upload accepted, MiB (default: %(default)g)")
     serve.add_argument("--max-pixels", type=_positive(int), default=Limits.pixels,
@@ -203,8 +204,6 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--upload-timeout", type=_positive(float), default=Limits.upload_seconds, metavar="SECONDS",
                        help="a whole upload must arrive within this long, else 408 (default: %(default)g, "
                             "50 MiB at ~3.5 Mbit/s)")
-    serve.add_argument("--fps", type=_positive(float), default=1.0,
-                       help="video frames sampled per second (default: %(default)s)")
     serve.set_defaults(run=run_serve)
 
 
@@ -215,7 +214,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
     fmt = args.format or (suffix if suffix in FORMATS else "table")
-    scorer, threshold = _load(args)
+    scorer, threshold = inference.load_scorer(args.model, args.threshold)
     if scorer.native_only and not args.no_detect:
         print(f"note: {inference.native_rule(scorer)}", file=sys.stderr)
     options = predict.Options(threshold=threshold, finder=None if args.no_detect else faces.FaceFinder(),
@@ -242,21 +241,14 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0 if scored else 2
 
 
-def _load(args: argparse.Namespace):
-    """(the scorer of --model, the threshold: --threshold, else the one evaluate chose for it)."""
-    from deepfake_detector.model import inference
-
-    scorer = inference.Scorer.load(args.model)
-    return scorer, args.threshold if args.threshold is not None else inference.read_threshold(scorer)
-
-
 def run_watch(args: argparse.Namespace) -> int:
     from deepfake_detector.apps import faces
     from deepfake_detector.apps import watch
+    from deepfake_detector.model import inference
 
     source = watch.open_source(args.source)  # a wrong SOURCE is said before the model loads
     try:
-        scorer, threshold = _load(args)
+        scorer, threshold = inference.load_scorer(args.model, args.threshold)
     except BaseException:
         source.capture.release()
         raise

@@ -191,7 +191,8 @@ def export(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray) -> 
         threshold = read_threshold(scorer)
     except UserError:
         threshold = None  # exported all the same; the metadata says it is unknown
-    meta = {**{k: scorer.meta.get(k) for k in ("class_names", "positive_class", "score", "image_size", "model")},
+    written = scorer.meta.to_json()
+    meta = {**{k: written.get(k) for k in ("class_names", "positive_class", "score", "image_size", "model")},
             "input": {"name": "image", "dtype": "float32", "shape": [None, scorer.image_size, scorer.image_size, 3],
                       "range": "RGB in [0, 255]"},
             "output": {"name": "p_fake", "dtype": "float32", "shape": [None]},

@@ -66,8 +66,7 @@ def input_contract(scorer) -> dict:
                           "OpenCV INTER_AREA)"}
     return {"colour": "RGB", "dtype": "float32", "range": [0, 255], "layout": "NHWC",
             "size": [size, size], "crop": crop, "resize": resize,
-            "inference": scorer.meta.get("inference", "whole_image"),
-            "patch_size": scorer.meta.get("patch_size")}
+            "inference": scorer.meta.inference, "patch_size": scorer.meta.patch_size}
 
 
 class FaceFinder:

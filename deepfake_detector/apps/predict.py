@@ -26,11 +26,14 @@ import numpy as np
 
 from deepfake_detector import CLASS_NAMES, usable_cpus
 from deepfake_detector.core.errors import UserError
-from deepfake_detector.model.inference import MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode, native_rule
+from deepfake_detector.model.inference import (BATCH_SIZE, MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode,
+                                              native_rule)
 
 ROW_FIELDS = ("file", "kind", "frame", "time", "box", "face", "p_fake", "label", "top_k_mean",
               "faces", "frames", "error", "note")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
+FPS = 1.0  # video frames sampled per second
+TOP_K = 5  # a video's verdict also gives the mean of its K most suspicious frames
 HELD_BYTES = 256 * 2**20  # decoded video frames waiting for a worker (~40 at 1080p)
 
 
@@ -39,10 +42,10 @@ class Options:
     threshold: float
     finder: object | None  # faces.FaceFinder, or None for --no-detect
     margin: float
-    fps: float = 1.0
-    top_k: int = 5
+    fps: float = FPS
+    top_k: int = TOP_K
     max_pixels: int = MAX_PIXELS
-    batch_size: int = 64
+    batch_size: int = BATCH_SIZE
     explain: object | None = None  # explain.Writer: a Grad-CAM PNG per scored crop (--explain)
     max_seconds: float | None = None  # longer videos are refused (serve's cap), None: no cap
 

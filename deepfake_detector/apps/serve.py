@@ -89,11 +89,9 @@ class Service:
     """The loaded model, its threshold and facts, the worker and the scratch folder."""
 
     def __init__(self, model: str | Path, threshold: float | None = None, limits: Limits = Limits(),
-                 margin: float = faces.DEFAULT_MARGIN, fps: float = 1.0, top_k: int = 5):
-        self.scorer = inference.Scorer.load(model)
-        given = threshold is not None
-        self.threshold = threshold if given else inference.read_threshold(self.scorer)
-        self.header = predict.json_header(self.scorer, self.threshold, given)
+                 margin: float = faces.DEFAULT_MARGIN, fps: float = predict.FPS, top_k: int = predict.TOP_K):
+        self.scorer, self.threshold = inference.load_scorer(model, threshold)
+        self.header = predict.json_header(self.scorer, self.threshold, threshold is not None)
         self.limits, self.margin, self.fps, self.top_k = limits, margin, fps, top_k
         self.facts = model_facts(self.scorer, self.threshold)
         self.finder = faces.FaceFinder()
@@ -168,12 +166,12 @@ def model_facts(scorer: inference.Scorer, threshold: float) -> dict:
     if not isinstance(saved, dict) or saved.get("model_sha256") != scorer.sha256:
         saved = {}
     written = datetime.datetime.fromtimestamp(scorer.path.stat().st_mtime, datetime.timezone.utc)
-    return {"model": scorer.meta.get("model"), "file": scorer.path.name, "sha256": scorer.sha256,
+    return {"model": scorer.meta.model, "file": scorer.path.name, "sha256": scorer.sha256,
             "image_size": scorer.image_size, "trained": written.isoformat(timespec="seconds"),
             "threshold": threshold, "threshold_rule": saved.get("rule"),
             "validation_auc": (saved.get("validation") or {}).get("roc_auc"),
             "test_auc": (saved.get("test") or {}).get("roc_auc"),
-            "epochs": (scorer.meta.get("train_metrics") or {}).get("epochs")}
+            "epochs": (scorer.meta.train_metrics or {}).get("epochs")}
 
 
 def display_name(filename: str | None) -> str:

@@ -5,7 +5,8 @@ line that names the key, what was expected and what was found, e.g.::
 
     params.yaml: train.epochs must be an integer in [1, 10000], got -3
 
-The schema below is the single list of every parameter; the README documents each one.
+``core/sections.py`` types every parameter (one frozen dataclass per section, each field with its
+check); ``params.yaml``'s comments say what each one means.
 
 The file is read exactly as DVC reads it (``dvc exp run -S``, ``dvc params diff``, templating): with
 ruamel.yaml's safe loader, YAML 1.2. So ``on``/``off``/``yes`` are strings and ``4e-3`` is a number,
@@ -15,152 +16,19 @@ Every number has an upper bound too: a huge count fails here, not as an ``Overfl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
-from deepfake_detector.model import catalog
 from deepfake_detector.core.errors import ParamError
+from deepfake_detector.core.sections import SECTIONS, Spec, schema
+from deepfake_detector.model import catalog
 
 PARAMS_FILE = "params.yaml"
-SEED = (0, 2**32 - 1)  # NumPy's legacy seeding (keras.utils.set_random_seed) takes 32 bits
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How one key is checked: ``kind`` names the type, the rest narrows it."""
-
-    kind: str  # int | float | bool | str | choice | path | float_range | int_range | path_map
-    low: float | None = None
-    high: float | None = None
-    choices: tuple = ()
-    optional: bool = False  # null allowed
-
-    def describe(self) -> str:
-        if self.kind == "weights":
-            return "none, imagenet, or the path of a .keras or .weights.h5 file"
-        if self.kind == "recipes":
-            return "a mapping of recipe names to mappings of train keys"
-        if self.kind == "choice":
-            return "one of " + ", ".join(str(c) for c in self.choices)
-        if self.kind in ("float_range", "int_range"):
-            base = "a pair [low, high] of " + ("integers" if self.kind == "int_range" else "numbers")
-        else:
-            base = {"path_map": "a mapping of names (letters, digits, _ and -) to paths", "int": "an integer", "float": "a number", "bool": "true or false",
-                    "str": "a string", "path": "a path"}[self.kind]
-        if self.low is not None and self.high is not None:
-            base += f" in [{self.low}, {self.high}]"
-        elif self.low is not None:
-            base += f" >= {self.low}"
-        if self.optional:
-            base += " (or null)"
-        return base
-
-
-def Int(low=None, high=None, optional=False):
-    return Spec("int", low, high, optional=optional)
-
-
-def Float(low=None, high=None, optional=False):
-    return Spec("float", low, high, optional=optional)
-
-
-def Choice(*choices):
-    return Spec("choice", choices=choices)
-
-
-BOOL = Spec("bool")
-STR = Spec("str")
-OPTIONAL_PATH = Spec("path", optional=True)
-
-# The whole schema: section -> key -> Spec or nested dict.
-SCHEMA: dict[str, dict] = {
-    "data": {
-        "source": Choice("sample", "kaggle", "local"),
-        "local_path": OPTIONAL_PATH,
-        "kaggle": {
-            "dataset": STR,
-            "version": Int(1, 10**6, optional=True),  # null = latest
-        },
-        # Splits carved out of Train when a local dataset has none (seeded, stratified,
-        # exact duplicates kept together).
-        "carve": {
-            "validation_fraction": Float(0.0, 0.5),
-            "test_fraction": Float(0.0, 0.5),
-            "seed": Int(*SEED),
-        },
-        # Archive-bomb guards, checked before anything is extracted or read.
-        "max_member_mb": Float(0.001, 2**20),  # up to 1 TiB
-        "max_total_gb": Float(0.001, 2**20),  # up to 1 PiB
-        "sample": {
-            "seed": Int(*SEED),
-            "difficulty": Float(0.0, 1.0),
-            "image_size": Int(64, 1024),
-            "train": Int(2, 10**6),
-            "validation": Int(2, 10**6),
-            "test": Int(2, 10**6),
-        },
-    },
-    "preprocess": {
-        "image_size": Int(16, 2048),
-        "max_pixels": Int(1, 10**10),
-        "workers": Int(0, 1024),  # 0 = one per CPU core
-        "shard_images": Int(1, 10**6),
-        "duplicates": {
-            "cross_split": Choice("drop", "keep"),
-            "within_split": Choice("keep", "drop"),
-            "near_hamming": Int(0, 10),  # search cost grows ~4-5x per +2 bits
-            "near_cross_split": Choice("report", "drop"),
-        },
-    },
-    "train": {
-        "model": Choice(*catalog.MODELS),
-        "weights": Spec("weights"),  # none | imagenet | a .keras or .weights.h5 file
-        "image_size": Int(32, 1024),
-        "batch_size": Int(1, 4096),
-        "epochs": Int(1, 10**4),
-        "patience": Int(0, 10**4),
-        "learning_rate": Float(1e-7, 1.0),
-        "seed": Int(*SEED),
-        "cache_ram_mb": Int(0, 2**22),  # up to 4 TiB
-        "mixed_precision": Choice("auto", "on", "off"),
-        "augment": {
-            "flip": BOOL,
-            "jpeg_probability": Float(0.0, 1.0),
-            "jpeg_quality": Spec("int_range", 1, 100),
-            "blur_probability": Float(0.0, 1.0),
-            "blur_sigma": Spec("float_range", 0.01, 10.0),
-            "colour_probability": Float(0.0, 1.0),
-            "colour_strength": Float(0.0, 1.0),  # brightness ±255·s/4, contrast and saturation ×(1±s)
-            "rescale_probability": Float(0.0, 1.0),
-            "rescale_range": Spec("float_range", 0.1, 1.0),  # downscale factor, then back up
-            "cutout_probability": Float(0.0, 1.0),
-            "cutout_fraction": Float(0.01, 1.0),  # side of the blanked square / image side
-        },
-        "freeze_epochs": Int(0, 10**4),  # epochs with everything but the head frozen
-        "fine_tune_learning_rate": Float(1e-9, 1.0),
-        "patch_size": Int(0, 2048),  # 0 = train on whole images; else random square crops this big
-        "patches_per_image": Int(1, 1024),  # crops of each image per epoch (patch_size > 0)
-        "inference": Choice("whole_image", "patch_grid"),
-        "recipe": STR,  # default | a name in train.recipes
-        "recipes": Spec("recipes"),  # name -> train keys it sets
-        "deterministic": BOOL,  # seeds + TensorFlow's deterministic kernels: identical reruns
-        "distribute": Choice("auto", "none", "mirrored", "multi_worker"),
-    },
-    "numerics": {  # read by train and evaluate, before TensorFlow loads (entrypoint.portable_numerics)
-        "portable": BOOL,
-        "threads": Int(1, 1024),
-    },
-    "evaluate": {
-        "batch_size": Int(1, 4096),
-        "max_curve_points": Int(10, 10**6),
-        "extra_sets": Spec("path_map"),  # name -> a labelled zip or folder, scored whole
-        "gallery_size": Int(1, 64),  # images per class in the mistakes gallery and the sample grid
-    },
-}
+# section -> key -> Spec or a nested dict: the typed sections (core/sections.py) as plain data.
+SCHEMA: dict[str, dict] = {name: schema(section) for name, section in SECTIONS.items()}
 
 
 def _check(key: str, value: Any, spec: Spec) -> Any:
@@ -229,23 +97,25 @@ def _check(key: str, value: Any, spec: Spec) -> Any:
     return value
 
 
-def _validate(prefix: str, raw: Any, schema: dict) -> SimpleNamespace:
+def _validate(prefix: str, raw: Any, section: type):
+    """``raw`` checked against ``section``'s fields → a frozen ``section`` instance."""
     if not isinstance(raw, dict):
         raise ParamError(f"{PARAMS_FILE}: {prefix} must be a mapping of keys, got {_short(raw)}")
-    unknown = sorted(set(raw) - set(schema))
+    fields = {item.name: item.metadata["spec"] for item in dataclasses.fields(section)}
+    unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ParamError(f"{PARAMS_FILE}: unknown key {prefix}.{unknown[0]} "
-                         f"(known: {', '.join(schema)})")
+                         f"(known: {', '.join(fields)})")
     values = {}
-    for key, spec in schema.items():
+    for key, spec in fields.items():
         name = f"{prefix}.{key}"
         if key not in raw:
             raise ParamError(f"{PARAMS_FILE}: missing key {name}")
-        if isinstance(spec, dict):
+        if isinstance(spec, type):
             values[key] = _validate(name, raw[key], spec)
         else:
             values[key] = _check(name, raw[key], spec)
-    return SimpleNamespace(**values)
+    return section(**values)
 
 
 def read_file(path: str | Path = PARAMS_FILE) -> dict:
@@ -282,8 +152,7 @@ def _short(value: Any) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-def load_section(section: str, path: str | Path = PARAMS_FILE,
-                 extra_checks: Callable[[SimpleNamespace], None] | None = None) -> SimpleNamespace:
+def load_section(section: str, path: str | Path = PARAMS_FILE, extra_checks: Callable[[Any], None] | None = None):
     """Read one section of ``params.yaml``, validated; raises ``ParamError`` naming the key."""
     if section not in SCHEMA:
         raise KeyError(section)
@@ -291,7 +160,7 @@ def load_section(section: str, path: str | Path = PARAMS_FILE,
     if section not in raw:
         raise ParamError(f"{PARAMS_FILE}: missing section '{section}'")
     raw_section = _with_recipe(raw[section]) if section == "train" else raw[section]
-    params = _validate(section, raw_section, SCHEMA[section])
+    params = _validate(section, raw_section, SECTIONS[section])
     if section == "train":
         _check_train(params)
     if extra_checks:
@@ -324,12 +193,10 @@ def _with_recipe(train: Any) -> Any:
     return merged
 
 
-def _check_train(train: SimpleNamespace) -> None:
+def _check_train(train) -> None:
     """What one key alone can't say: weights the model has, patches the model can take."""
+    catalog.check_weights(train.model, train.weights)
     info = catalog.MODELS[train.model]
-    if train.weights == "imagenet" and info.imagenet_file is None:
-        raise ParamError(f"{PARAMS_FILE}: train.weights=imagenet, but {train.model} has no ImageNet "
-                         "weights; set train.weights=none or a file to start from")
     if train.patch_size and not info.fully_convolutional:
         raise ParamError(f"{PARAMS_FILE}: train.patch_size={train.patch_size} needs a fully convolutional "
                          f"model ({', '.join(n for n, i in catalog.MODELS.items() if i.fully_convolutional)}),"
@@ -344,6 +211,6 @@ def _check_train(train: SimpleNamespace) -> None:
                          f"train.epochs ({train.epochs}), or the backbone is never fine-tuned")
 
 
-def as_dict(params: SimpleNamespace) -> dict:
-    """The validated section back as plain dicts (for logging and metadata)."""
-    return {k: as_dict(v) if isinstance(v, SimpleNamespace) else v for k, v in vars(params).items()}
+def as_dict(params) -> dict:
+    """A validated section back as plain dicts (for logging and metadata)."""
+    return dataclasses.asdict(params)

@@ -16,6 +16,22 @@ from deepfake_detector.model import catalog
 from deepfake_detector.core.errors import ParamError, UserError
 
 HEAD_PREFIX = "head_"
+# name → builder(inputs, weights) → the P(fake) output tensor; filled by @register_model below.
+BUILDERS: dict = {}
+MODELS = catalog.MODELS
+
+
+def register_model(builder):
+    """Register ``builder`` under its function name, as timm does; the name's facts (ImageNet file,
+    input range, ...) are its ``catalog.MODELS`` entry, which params validation reads without
+    TensorFlow. A builder without an entry fails here, at import, naming the file to add it to."""
+    name = builder.__name__
+    if name not in catalog.MODELS:
+        raise RuntimeError(f"model {name} has a builder but no entry in {catalog.__file__}: add one")
+    if name in BUILDERS:
+        raise RuntimeError(f"model {name} is registered twice")
+    BUILDERS[name] = builder
+    return builder
 
 
 def _head(features, dropout: float = 0.2):
@@ -38,7 +54,8 @@ def _conv_bn_relu(x, filters: int, strides: int = 1):
     return layers.ReLU()(x)
 
 
-def _compact_cnn(inputs, weights):
+@register_model
+def compact_cnn(inputs, weights):
     """A small plain CNN (0.35M parameters); ``benchmarks/train_models.py`` compares its speed and
     test ROC-AUC with the other models'.
 
@@ -56,7 +73,8 @@ def _compact_cnn(inputs, weights):
     return _head(layers.GlobalAveragePooling2D()(x), dropout=0.3)
 
 
-def _mobilenet_v3_small(inputs, weights):
+@register_model
+def mobilenet_v3_small(inputs, weights):
     backbone = keras.applications.MobileNetV3Small(
         input_tensor=inputs, include_top=False, weights=weights, pooling="avg",
         include_preprocessing=True)  # rescales [0, 255] → [-1, 1] inside the model
@@ -64,14 +82,16 @@ def _mobilenet_v3_small(inputs, weights):
     return _head(backbone.output)
 
 
-def _efficientnet_b0(inputs, weights):
+@register_model
+def efficientnet_b0(inputs, weights):
     backbone = keras.applications.EfficientNetB0(input_tensor=inputs, include_top=False,
                                                  weights=weights, pooling="avg")  # expects [0, 255]
     _set_bn_momentum(backbone, 0.9)
     return _head(backbone.output)
 
 
-def _xception(inputs, weights):
+@register_model
+def xception(inputs, weights):
     scaled = layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # Xception expects [-1, 1]
     backbone = keras.applications.Xception(include_top=False, weights=weights, pooling="avg",
                                            input_shape=tuple(inputs.shape[1:]))
@@ -79,7 +99,8 @@ def _xception(inputs, weights):
     return _head(backbone(scaled), dropout=0.3)
 
 
-def _seed_cnn(inputs, weights):
+@register_model
+def seed_cnn(inputs, weights):
     """The seed project's baseline: 4 conv blocks, a wide dense layer (~4.6M parameters at 128 px)."""
     x = layers.Rescaling(1 / 255)(inputs)
     for filters in (32, 64, 128, 256):
@@ -90,7 +111,8 @@ def _seed_cnn(inputs, weights):
     return _head(x, dropout=0.5)
 
 
-def _texture_cnn(inputs, weights, width: int = 16):
+@register_model
+def texture_cnn(inputs, weights, width: int = 16):
     """A fully convolutional texture detector (0.15M parameters) for real faces, from scratch.
 
     It never averages pixels away before its first non-linearity: the stem is a 6x6 convolution
@@ -113,41 +135,27 @@ def _texture_cnn(inputs, weights, width: int = 16):
     return layers.Activation("sigmoid", dtype="float32", name="p_fake")(mean_logit)
 
 
-def _residual_cooc(inputs, weights):
+@register_model
+def residual_cooc(inputs, weights):
     from deepfake_detector.model import richmodel
 
     return richmodel.build(inputs)
 
 
-def _rich_dct(inputs, weights):
+@register_model
+def rich_dct(inputs, weights):
     from deepfake_detector.model import jpegmodel
 
     return jpegmodel.build(inputs)
-
-
-BUILDERS = {
-    "compact_cnn": _compact_cnn,
-    "mobilenet_v3_small": _mobilenet_v3_small,
-    "efficientnet_b0": _efficientnet_b0,
-    "xception": _xception,
-    "seed_cnn": _seed_cnn,
-    "texture_cnn": _texture_cnn,
-    "residual_cooc": _residual_cooc,
-    "rich_dct": _rich_dct,
-}
-MODELS = catalog.MODELS
-assert set(BUILDERS) == set(MODELS), "catalog.MODELS and models.BUILDERS list the same names"
 
 
 def build(name: str, image_size: int | None, weights: str = "none") -> keras.Model:
     """Build ``name`` for square RGB inputs of ``image_size`` (None: any size, fully convolutional
     models only). ``weights``: "none", "imagenet", or a ``.keras`` / ``.weights.h5`` file of the same
     model to start from (``load_start_weights``)."""
-    if name not in MODELS:
+    if name not in BUILDERS:  # catalog entries without a builder are caught by test_model_registry
         raise ParamError(f"params.yaml: train.model must be one of {', '.join(MODELS)}, got {name!r}")
-    if weights == "imagenet" and MODELS[name].imagenet_file is None:
-        raise ParamError(f"params.yaml: train.weights=imagenet, but {name} has no ImageNet weights; "
-                         "set train.weights=none")
+    catalog.check_weights(name, weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     try:
         outputs = BUILDERS[name](inputs, "imagenet" if weights == "imagenet" else None)

@@ -1,5 +1,9 @@
-"""The model names in one place, readable without TensorFlow: ``params.py`` validates ``train.model``
-and ``train.weights`` against it before any stage imports Keras, and ``models.py`` builds from it.
+"""The models' facts, readable without TensorFlow: ``params.py`` validates ``train.model`` and
+``train.weights`` against them before any stage imports Keras. Each name's builder is registered
+beside its code in ``builders.py`` (``@register_model``, the function's name is the model's name),
+as timm keeps its pretrained configs apart from its registered builders; a builder without an entry
+here fails at import, and ``tests/test_model_registry.py`` checks the two name the same models.
+Adding a model: an entry here, a ``@register_model`` builder, its name in ``params.yaml``'s comment.
 
 ``imagenet_file`` is the exact no-top weights file Keras downloads for ``train.weights: imagenet``
 (into ``~/.keras/models/``, or ``$KERAS_HOME/models/``); copying it there from another machine
@@ -49,6 +53,16 @@ MODELS: dict[str, ModelInfo] = {
 }
 
 WEIGHT_SUFFIXES = (".keras", ".weights.h5")
+
+
+def check_weights(model: str, weights: str) -> None:
+    """``train.weights=imagenet`` only for a model that has ImageNet weights (params validation and
+    ``builders.build`` both ask here)."""
+    from deepfake_detector.core.errors import ParamError
+
+    if weights == "imagenet" and MODELS[model].imagenet_file is None:
+        raise ParamError(f"params.yaml: train.weights=imagenet, but {model} has no ImageNet "
+                         "weights; set train.weights=none or a file to start from")
 
 
 def keras_models_dir() -> Path:

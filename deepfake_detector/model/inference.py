@@ -1,7 +1,7 @@
 """The one way an image becomes a score: decode, optional face crop, resize, the model's rule, batches.
 
 The evaluate stage, predict (and watch and serve after it) all score through this module, and every
-path ends in ``records.decode_image`` and ``records.resize_image``, the functions training's tf.data
+path ends in ``pixels.decode_image`` and ``pixels.resize_image``, the functions training's tf.data
 pipeline uses: the model sees at inference exactly the pixels it was trained on.
 
 * ``Scorer.load(path)``: the model file, its metadata and the rule it needs (``Scorer.model`` is the
@@ -23,22 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector import __version__
 from deepfake_detector.data import images
 from deepfake_detector.model import modelfile
 from deepfake_detector.core import paths
-from deepfake_detector.data import records
+from deepfake_detector.data import pixels, records
 from deepfake_detector.core.errors import UserError
 from deepfake_detector.core.files import read_json, sha256_file, write_json
 
-# meta["inference"] values this code implements. "whole_image": the model maps one RGB image,
-# float32 in [0, 255] at meta["image_size"], to P(fake); that is the whole rule. "patch_grid": the
-# image is cut into the grid of meta["patch_size"] squares (the model was trained on such patches),
-# each is scored, and the image's P(fake) is the sigmoid of the patches' mean logit.
-RULES = ("whole_image", "patch_grid")
 MAX_PIXELS = 50_000_000  # the preprocess default: larger images are refused from their header
-# What tf.io.decode_image reads (MPO is a multi-picture JPEG: its first picture). TIFF is not.
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
+BATCH_SIZE = 64  # images per model call, unless a caller says otherwise
 
 
 class Unreadable(Exception):
@@ -57,7 +50,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """
     import tensorflow as tf
 
-    header = images.read_header(data, max_pixels, FORMATS)
+    header = images.read_header(data, max_pixels, pixels.SCORED_FORMATS)
     if header.skip:
         raise Unreadable(header.skip, f"{header.format or 'file'} {header.width}x{header.height}"
                          if header.skip == "too_large" else "")
@@ -65,7 +58,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     rgb = None
     if header.format != "BMP":
         try:
-            rgb = records.decode_image(data).numpy()
+            rgb = pixels.decode_image(data).numpy()
         except tf.errors.InvalidArgumentError as exc:
             error = exc
     if rgb is None and header.format not in ("JPEG", "MPO"):
@@ -94,7 +87,7 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 [h, w, 3] → uint8 [size, size, 3] through training's resize (untouched if already so)."""
     if image.shape[:2] == (size, size):
         return image
-    return records.resize_image(image, size).numpy()
+    return pixels.resize_image(image, size).numpy()
 
 
 @dataclass
@@ -118,18 +111,18 @@ def crops(rgb: np.ndarray, finder, margin: float, size: int) -> list[Crop]:
 class Scorer:
     """A loaded detector: ``score`` maps model-sized uint8 images to P(fake)."""
 
-    def __init__(self, path: Path, model, meta: dict, sha256: str):
+    def __init__(self, path: Path, model, meta: modelfile.ModelMeta, sha256: str):
         import tensorflow as tf
 
         self.path, self.model, self.meta, self.sha256 = Path(path), model, meta, sha256
-        self.image_size = int(meta["image_size"])
-        self.native_only = native_only(meta)
+        self.image_size = meta.image_size
+        self.native_only = meta.native_crops_only()
         spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
-        rule = meta.get("inference", "whole_image")
-        # One trace for every batch size; the uint8 → float32 [0, 255] cast is the model's input rule.
-        if rule == "patch_grid":
+        # One trace for every batch size; the uint8 → float32 [0, 255] cast is the model's input rule
+        # (modelfile.RULES says what each rule means).
+        if meta.inference == "patch_grid":
             self._predict = tf.function(lambda x: patch_grid_scores(model, tf.cast(x, tf.float32),
-                                                                    meta["patch_size"]),
+                                                                    meta.patch_size),
                                         input_signature=[spec])
         else:
             self._predict = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
@@ -138,23 +131,12 @@ class Scorer:
     @classmethod
     def load(cls, path: str | Path) -> "Scorer":
         path = Path(path)
-        meta = modelfile.read_meta(path)
-        rule = meta.get("inference", "whole_image")
-        if not isinstance(rule, str) or rule not in RULES:
-            raise UserError(f"{path}: inference rule {rule!r} is unknown to deepfake-detector {__version__} "
-                            "(the model was made by a newer version); update deepfake-detector")
-        if not isinstance(meta.get("image_size"), int):
-            raise UserError(f"{path}: metadata has no image_size; retrain the model with `dvc repro train`")
-        patch = meta.get("patch_size")
-        if rule == "patch_grid" and (isinstance(patch, bool) or not isinstance(patch, int)
-                                     or not 0 < patch <= meta["image_size"]):
-            raise UserError(f"{path}: inference rule patch_grid needs a patch_size in (0, image_size], "
-                            f"got {patch!r}; retrain the model with `dvc repro train`")
+        meta = modelfile.read_meta(path)  # every metadata check, before TensorFlow loads the weights
         sha256 = sha256_file(path)  # of the bytes loaded next, to match the threshold's model
-        model, meta = modelfile.load(path)
+        model = modelfile.load_keras(path, meta)
         return cls(path, model, meta, sha256)
 
-    def score(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def score(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """uint8 [n, size, size, 3] → float64 [n] of P(fake)."""
         if len(images) == 0:
             return np.zeros(0)
@@ -175,25 +157,13 @@ class Scorer:
         return pd.concat(frames, ignore_index=True)
 
 
-def native_only(meta: dict) -> bool:
-    """True when the model must see face crops at exactly its input size, never resized or cut from
-    a larger picture: the fixed-feature models (``catalog.ModelInfo.fixed_features``), whose features
-    are pixel noise and the JPEG grid. A model file may say so itself (``native_only``)."""
-    from deepfake_detector.model import catalog
-
-    if "native_only" in meta:
-        return bool(meta["native_only"])
-    info = catalog.MODELS.get(meta.get("model"))
-    return info is not None and info.fixed_features is not None
-
-
 def native_rule(scorer: Scorer) -> str | None:
     """For a model that scores only un-resized crops of its input size (``Scorer.native_only``), the
     rule in words, as predict's error rows, watch's refusal and the CLI's note give it; else None."""
     if not scorer.native_only:
         return None
     size = scorer.image_size
-    return (f"{scorer.path} ({scorer.meta.get('model')}) reads pixel-level traces of un-resized {size}x{size} "
+    return (f"{scorer.path} ({scorer.meta.model}) reads pixel-level traces of un-resized {size}x{size} "
             f"face crops, as it was trained; give {size}x{size} face crops (no face detection or resizing "
             "is done for it), or use a model trained with the default recipe")
 
@@ -221,6 +191,13 @@ def write_threshold(scorer: Scorer, threshold: float, details: dict) -> Path:
     path = threshold_path(scorer.path)
     write_json(path, {"threshold": threshold, "model_sha256": scorer.sha256, **details})
     return path
+
+
+def load_scorer(model: str | Path, threshold: float | None = None) -> tuple[Scorer, float]:
+    """(the scorer of ``model``, the decision threshold: ``threshold`` when given, else the one
+    evaluate chose on Validation for this very file): what predict, watch and serve start from."""
+    scorer = Scorer.load(model)
+    return scorer, threshold if threshold is not None else read_threshold(scorer)
 
 
 def read_threshold(scorer: Scorer) -> float:

@@ -7,8 +7,8 @@ Why: every image of the shared real-face set was JPEG-compressed at quality 75 a
 the stored coefficients are what the generator's output became; GAN images differ in the DCT domain
 (Frank et al., 2020), and the JPEG rich model's coefficient histograms and co-occurrences are the
 steganalysis features for that domain (Kodovský & Fridrich, 2012). Measured on the shared set, they
-add about 0.02 of ROC-AUC to the residual co-occurrences in 5-fold cross-validation on Train (see the
-README's "Real faces").
+add about 0.02 of ROC-AUC to the residual co-occurrences in 5-fold cross-validation on Train (see
+docs/results.md, "The `real_faces` recipe"; the README keeps a short version).
 
 The transform is one fixed strided convolution: the luma weights, the 64 DCT basis images and the
 division by the table are folded into its kernel, and its bias removes JPEG's level shift of 128. An

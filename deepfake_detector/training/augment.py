@@ -3,8 +3,8 @@
 Flip is free of forensic meaning. JPEG re-compression and blur teach the detector that compression
 and softness are not what makes a face fake: the real world re-encodes and resizes both classes.
 Colour jitter (lighting, white balance), downscale-then-upscale (a resized upload) and cutout (a
-hand or a caption over part of the face) are the other changes uploads go through; the README's
-"Augmentations" section has what each one did on Validation.
+hand or a caption over part of the face) are the other changes uploads go through; docs/results.md
+("Augmentations on real faces") has what each one did on Validation.
 
 Each augmentation draws its per-image decision and strength for the whole batch at once, then works
 on the chosen images only, as batched ops (one tf.data step per batch, not per image: that overhead

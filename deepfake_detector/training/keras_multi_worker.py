@@ -1,6 +1,6 @@
 """Two fixes that let Keras 3's ``model.fit`` run under MultiWorkerMirroredStrategy
 (keras-team/keras#20585, open; Keras 3.15, TensorFlow 2.21). The only patch of Keras internals in
-this project; ``devices.strategy`` applies it when ``train.distribute`` is ``multi_worker``, and
+this project; ``distribute.strategy`` applies it when ``train.distribute`` is ``multi_worker``, and
 nothing else changes for the other strategies.
 
 Keras' TensorFlow trainer fails in two places when more than one worker is in the cluster:
