@@ -28,11 +28,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 repro: install
 	$(BIN)/dvc repro
 
+# The suite on TEST_WORKERS processes (pytest-xdist); a test file stays on one worker, so a module's
+# shared fixture (one trained project, one dvc repro) is built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
 test: install browser lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -160,12 +160,13 @@ def test_a_dead_worker_ends_the_other_with_a_clear_line(preprocessed, killed):
 
 def test_a_worker_that_never_starts_ends_the_other_with_a_clear_line(preprocessed):
     """Worker 0 of a 2-worker TF_CONFIG alone: TensorFlow's cluster join would wait for worker 1
-    forever; the watchdog ends it with one line after the register timeout plus 30 s."""
+    forever; the watchdog ends it with one line after the register timeout plus its grace."""
     saved = (preprocessed / "params.yaml").read_text()
     set_params(preprocessed, {"train.distribute": "multi_worker"})
     started = time.monotonic()
     try:
-        alone = train(preprocessed, TF_CONFIG=tf_config(free_ports(2), 0), DEEPFAKE_REGISTER_TIMEOUT="5")
+        alone = train(preprocessed, TF_CONFIG=tf_config(free_ports(2), 0), DEEPFAKE_REGISTER_TIMEOUT="5",
+                      DEEPFAKE_WATCHDOG_GRACE="5")
         out = finish(alone, timeout=300)
     finally:
         (preprocessed / "params.yaml").write_text(saved)

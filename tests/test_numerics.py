@@ -2,7 +2,8 @@
 
 What is guaranteed here and tested: with the kernels held at AVX2 and a fixed number of threads per
 op, a run on one core writes exactly what a run on two cores writes (without it, the thread count
-follows the cores and changes how sums are split: different weights, measured). A real AVX2 CPU is
+follows the cores and changes how sums are split: different weights, measured). Two runs from
+scratch writing the same bytes is also the suite's test of identical reruns. A real AVX2 CPU is
 emulated by ``benchmarks/isa_reproducibility.py`` (qemu, minutes per stage): too slow for the suite.
 """
 

@@ -21,12 +21,30 @@ FACE_CENTRE = (265, 215)  # (x, y) of her face's centre in that 512x600 image
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, worker_id) -> Path:
     """A project whose tiny model was trained and evaluated by the real pipeline. compact_cnn: after
     two tiny epochs it already scores every image differently (MobileNetV3's batch-norm statistics
-    have not settled yet, and it scores them all alike), so the parity tests can fail."""
-    project = make_project(tmp_path_factory.mktemp("trained") / "project", {"train.model": "compact_cnn"})
-    dvc("repro", cwd=project)
+    have not settled yet, and it scores them all alike), so the parity tests can fail.
+
+    Under pytest-xdist the first worker to ask builds it, under a lock, in the run's shared temp
+    folder; every worker then gets its own copy, so tests that write into it never meet."""
+    if worker_id == "master":
+        project = make_project(tmp_path_factory.mktemp("trained") / "project", {"train.model": "compact_cnn"})
+        dvc("repro", cwd=project)
+        return project
+    import fcntl
+    import shutil
+
+    shared = tmp_path_factory.getbasetemp().parent / "trained-shared"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        if not (shared / "built").exists():
+            shutil.rmtree(shared, ignore_errors=True)  # a half-built one, from a worker that died
+            make_project(shared / "project", {"train.model": "compact_cnn"})
+            dvc("repro", cwd=shared / "project")
+            (shared / "built").touch()
+    project = tmp_path_factory.mktemp("trained") / "project"
+    shutil.copytree(shared / "project", project, symlinks=True)
     return project
 
 

@@ -45,6 +45,9 @@ def worker_index() -> int:
 # Bounds on every multi-worker wait: a dead or missing worker becomes an error, never a hang.
 COLLECTIVE_TIMEOUT_S = int(os.environ.get("DEEPFAKE_COLLECTIVE_TIMEOUT", "120"))
 REGISTER_TIMEOUT_S = int(os.environ.get("DEEPFAKE_REGISTER_TIMEOUT", "120"))
+# The watchdog's wait past the register timeout, so that TensorFlow's own timeout speaks first where
+# it can (a worker that never starts leaves TensorFlow waiting past it: the watchdog ends that).
+WATCHDOG_GRACE_S = int(os.environ.get("DEEPFAKE_WATCHDOG_GRACE", "30"))
 
 
 def strategy(mode: str):
@@ -75,8 +78,9 @@ def strategy(mode: str):
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     workers = ", ".join(config["cluster"].get("worker", []))
     with cluster_errors(f"joining the cluster (waited up to {REGISTER_TIMEOUT_S} s)"), _watchdog(
-            REGISTER_TIMEOUT_S + 30, f"error: multi-worker training: no contact with every worker of TF_CONFIG "
-            f"({workers}) after {REGISTER_TIMEOUT_S + 30} s; start them all with the same params and data, "
+            REGISTER_TIMEOUT_S + WATCHDOG_GRACE_S, f"error: multi-worker training: no contact with every worker "
+            f"of TF_CONFIG ({workers}) after {REGISTER_TIMEOUT_S + WATCHDOG_GRACE_S} s; start them all with the "
+            "same params and data, "
             "and check the addresses and ports"):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
