@@ -29,9 +29,11 @@ repro: install
 	$(BIN)/dvc repro
 
 # The suite on TEST_WORKERS processes (pytest-xdist); a test file stays on one worker, so a module's
-# shared fixture (one trained project, one dvc repro) is built once. TEST_WORKERS=0: one process.
+# shared fixture is built once, and files go out in collection order (the longest first: conftest.py).
+# TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),$(XDIST))
 
 test: install browser lint
 	$(PYTEST)

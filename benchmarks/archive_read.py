@@ -46,7 +46,8 @@ def compare(path: Path, rounds: int) -> dict:
 
     reader(), reference()  # warm the page cache
     runs = alternate({"zipfile": reference, "reader": reader}, rounds)
-    return {"members": len(refs), **ratio_to(runs["zipfile"], runs["reader"], "zipfile.ZipFile.read, same members")}
+    return {"members": len(refs),
+            **ratio_to(runs["zipfile"], runs["reader"], "zipfile.ZipFile.read, same members")}
 
 
 def main() -> None:

@@ -94,8 +94,9 @@ def main() -> None:
                              "corrupted_validation_roc_auc": round(
                                  roc_auc_score(labels, scorer.score(corrupt(images))), 4)})
                 print(json.dumps(runs[-1]), file=sys.stderr)
-            results[name] = {key: round(float(np.mean([r[key] for r in runs])), 4)
-                             for key in ("validation_roc_auc", "corrupted_validation_roc_auc")} | {"runs": runs}
+            results[name] = ({key: round(float(np.mean([r[key] for r in runs])), 4)
+                              for key in ("validation_roc_auc", "corrupted_validation_roc_auc")}
+                             | {"runs": runs})
     emit({"recipe": args.recipe, "probability": args.probability, "results": results})
 
 

@@ -42,7 +42,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project", {
-            "data.sample.train": args.train_images, "data.sample.image_size": 256, "preprocess.image_size": 256,
+            "data.sample.train": args.train_images, "data.sample.image_size": 256,
+            "preprocess.image_size": 256,
             "train.model": args.model, "train.image_size": 128, "train.batch_size": 64,
             "train.epochs": args.epochs, "train.patience": args.epochs, "train.cache_ram_mb": 2048})
         dvc("repro", "preprocess", cwd=project)
@@ -71,7 +72,8 @@ def main() -> None:
                 print(f"round {round_ + 1} deterministic={deterministic}: {runs[deterministic][-1]}",
                       file=sys.stderr)
     median = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
-    emit({"compare": args.compare, "model": args.model, "train_images": args.train_images, "epochs": args.epochs,
+    emit({"compare": args.compare, "model": args.model, "train_images": args.train_images,
+          "epochs": args.epochs,
           "deterministic": {"runs": runs[True], "median_images_per_second": median[True]},
           "not_deterministic": {"runs": runs[False], "median_images_per_second": median[False]},
           "cost": round(1 - median[True] / median[False], 3),

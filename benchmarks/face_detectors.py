@@ -100,7 +100,8 @@ def make_scenes(faces, count: int, width: int, height: int, seed: int):
                        for px, py, ps in placed):
                     face = faces[next_face % len(faces)]
                     next_face += 1
-                    canvas[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+                    canvas[y:y + side, x:x + side] = cv2.resize(face, (side, side),
+                                                                interpolation=cv2.INTER_AREA)
                     placed.append((x, y, side))
                     break
         scenes.append((canvas, placed))
@@ -233,7 +234,8 @@ def on_crops(detect, faces, seed: int) -> dict:
     for face in faces:
         canvas = background(rng, 512, 512)
         canvas[128:384, 128:384] = face
-        inside = [b for b in detect(canvas) if 128 <= b[0] + b[2] / 2 <= 384 and 128 <= b[1] + b[3] / 2 <= 384]
+        inside = [b for b in detect(canvas)
+                  if 128 <= b[0] + b[2] / 2 <= 384 and 128 <= b[1] + b[3] / 2 <= 384]
         if not inside:
             continue
         found += 1
@@ -444,7 +446,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=200)
     parser.add_argument("--scenes", type=int, default=150)
     parser.add_argument("--only", default="", help="comma-separated candidate names")
-    parser.add_argument("--videos", default="", help="a folder of .mp4 clips: measure on their frames instead")
+    parser.add_argument("--videos", default="",
+                        help="a folder of .mp4 clips: measure on their frames instead")
     parser.add_argument("--per-second", type=float, default=2.0, help="frames sampled per second (--videos)")
     parser.add_argument("--tight", action="store_true", help="with --videos: also the Test crops cut to 65%%")
     args = parser.parse_args()
@@ -455,8 +458,8 @@ def main() -> None:
         sys.exit(f"{REAL_FACES} not found: this benchmark needs the shared real faces")
     faces = load_faces(args.faces, seed=0)
     scenes = {size: make_scenes(faces, args.scenes, *size, seed=1) for size in ((640, 360), (1280, 720))}
-    result = {"faces": len(faces), "scenes_per_size": args.scenes, "cv2": cv2.__version__, "machine": machine(),
-              "detectors": {}}
+    result = {"faces": len(faces), "scenes_per_size": args.scenes, "cv2": cv2.__version__,
+              "machine": machine(), "detectors": {}}
     reference = CANDIDATES["haar_alt2"]()
     for name, factory in CANDIDATES.items():
         if args.only and name not in args.only.split(","):
@@ -477,8 +480,8 @@ def main() -> None:
         small = [canvas for canvas, _ in scenes[(640, 360)]]
         runs = alternate({"face_finder": lambda: [reference(c) for c in small] and len(small),
                           name: lambda: [detect(c) for c in small] and len(small)}, 2)
-        entry["speed_vs_face_finder_640x360"] = ratio_to(runs["face_finder"], runs[name],
-                                                         "deepfake_detector.apps.faces.FaceFinder (haar_alt2)")
+        entry["speed_vs_face_finder_640x360"] = ratio_to(
+            runs["face_finder"], runs[name], "deepfake_detector.apps.faces.FaceFinder (haar_alt2)")
         entry["ms_per_image_640x360"] = entry["scenes_640x360"]["ms_per_image"]
         entry["cpu_ms_per_image_640x360"] = entry["scenes_640x360"]["cpu_ms_per_image"]
         result["detectors"][name] = entry

@@ -105,7 +105,8 @@ def main() -> None:
                 folder, labels="inferred", label_mode="binary", class_names=list(CLASS_NAMES),
                 image_size=(train.image_size, train.image_size), batch_size=train.batch_size,
                 shuffle=True, seed=train.seed).prefetch(-1)
-        jpeg_only = SimpleNamespace(**{**vars(no_augment), "jpeg_probability": train.augment.jpeg_probability})
+        jpeg_only = SimpleNamespace(**{**vars(no_augment),
+                                       "jpeg_probability": train.augment.jpeg_probability})
         feeds = {"cached": ours(10**9), "cached_without_augmentation": ours(10**9, no_augment),
                  "cached_jpeg_only": ours(10**9, jpeg_only),
                  "streamed": ours(0), "reference": reference}

@@ -38,7 +38,8 @@ def model_rate(params, steps: int) -> float:
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="binary_crossentropy",
                   jit_compile=bool(devices.gpus()))
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (params.batch_size, params.image_size, params.image_size, 3)).astype("float32")
+    images = rng.uniform(
+        0, 255, (params.batch_size, params.image_size, params.image_size, 3)).astype("float32")
     labels = (rng.random(params.batch_size) < 0.5).astype("float32")
     batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
     model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0)  # trace, compile, warm up
@@ -65,7 +66,8 @@ def main() -> None:
     result["model_images_per_second"] = round(model_rate(params, args.steps), 1)
     if (PROCESSED / "records.json").is_file():
         result["feed"] = feed.feed_rate(PROCESSED, records.load_catalog(PROCESSED), params, args.feed_epochs)
-        result["feed_keeps_up"] = result["feed"]["steady_images_per_second"] >= result["model_images_per_second"]
+        result["feed_keeps_up"] = (result["feed"]["steady_images_per_second"]
+                                   >= result["model_images_per_second"])
     else:
         result["feed"] = f"{PROCESSED} not found: run `dvc repro preprocess` first"
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -29,7 +29,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
         (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-        set_params(project, {"data.source": "local", "data.local_path": str(args.archive.resolve()), **overrides})
+        set_params(project, {"data.source": "local", "data.local_path": str(args.archive.resolve()),
+                             **overrides})
         stages = {}
         for stage in ("local_input", "download", "preprocess", "train", "evaluate"):
             started = time.perf_counter()

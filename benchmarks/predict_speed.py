@@ -32,8 +32,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.harness import alternate, check, emit, machine, median_seconds, model_arguments, project_env, \
-    ratio_to, untrained_model
+from benchmarks.harness import alternate, check, emit, machine, median_seconds, model_arguments, \
+    project_env, ratio_to, untrained_model
 
 import cv2
 import numpy as np
@@ -135,7 +135,8 @@ def main() -> None:
     crops_seconds = statistics.median(r["wall_seconds"] for r in crop_runs["predict"])
     crops_cpu = statistics.median(r["cpu_seconds"] for r in crop_runs["predict"])
     command = [str(Path(sys.executable).parent / "deepfake-detector"), "predict", str(work / "crops"),
-               "--no-detect", "--threshold", "0.5", "--model", str(model_path), "--output", str(work / "out.csv")]
+               "--no-detect", "--threshold", "0.5", "--model", str(model_path),
+               "--output", str(work / "out.csv")]
     started = time.perf_counter()
     cli = subprocess.run(command, env=project_env(), capture_output=True, text=True)
     cli_seconds = time.perf_counter() - started

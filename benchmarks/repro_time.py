@@ -29,7 +29,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
         # undo the tiny test params: this benchmark runs exactly what ships
-        (project / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+        (project / "params.yaml").write_text(
+            (Path(__file__).resolve().parents[1] / "params.yaml").read_text())
         stages, started = {}, time.perf_counter()
         for stage in ("local_input", "download", "preprocess", "train", "evaluate"):
             result = timed([str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", stage],

@@ -37,9 +37,11 @@ def main() -> None:
         for name, args in (("resumed", ()), ("from_scratch", ("--force",))):
             cpu = children_cpu()
             dvc("repro", *args, "--single-item", "train", cwd=project)
-            runs[name] = {"train_wall_seconds": train_seconds(project), "cpu_seconds": round(children_cpu() - cpu, 1)}
+            runs[name] = {"train_wall_seconds": train_seconds(project),
+                          "cpu_seconds": round(children_cpu() - cpu, 1)}
     emit({"epochs": EPOCHS, "killed_after_epoch": 2, **runs,
-          "wall_ratio": round(runs["resumed"]["train_wall_seconds"] / runs["from_scratch"]["train_wall_seconds"], 3),
+          "wall_ratio": round(runs["resumed"]["train_wall_seconds"]
+                              / runs["from_scratch"]["train_wall_seconds"], 3),
           "cpu_ratio": round(runs["resumed"]["cpu_seconds"] / runs["from_scratch"]["cpu_seconds"], 3)})
 
 

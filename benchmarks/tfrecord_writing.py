@@ -64,7 +64,8 @@ def write_cost(count: int, folder: Path) -> dict:
     with_tf = time.perf_counter() - started
     sizes = [(folder / name).stat().st_size for name in ("own.tfrecord", "tf.tfrecord")]
     return {"records": count, "mean_image_bytes": round(statistics.mean(map(len, images))),
-            "own_us_per_record": round(own / count * 1e6, 1), "tf_us_per_record": round(with_tf / count * 1e6, 1),
+            "own_us_per_record": round(own / count * 1e6, 1),
+            "tf_us_per_record": round(with_tf / count * 1e6, 1),
             "file_bytes_own_vs_tf": sizes}
 
 
@@ -104,8 +105,9 @@ def main() -> None:
             "kaggle_190k_stage_seconds_extrapolated": round(kaggle_seconds),
             "share_of_stage_at_190k_extrapolated": round(
                 (tf_import + per_record * KAGGLE_IMAGES) / kaggle_seconds, 4),
-            "extra_main_process_rss_mib": round(imports["tensorflow"]["peak_rss_mib"]
-                                                - imports["deepfake_detector.data.records"]["peak_rss_mib"], 1),
+            "extra_main_process_rss_mib": round(
+                imports["tensorflow"]["peak_rss_mib"]
+                - imports["deepfake_detector.data.records"]["peak_rss_mib"], 1),
         },
     })
 

@@ -37,9 +37,10 @@ def main() -> None:
             set_params(project, {"train.cache_ram_mb": budget})
             run = timed([sys.executable, "-m", "stages.train"], cwd=project)
             train = json.loads((project / paths.TRAIN_METRICS).read_text())
-            results[str(budget)] = {"peak_rss_mib": run["peak_rss_mib"], "cached_images": train["cached_images"],
-                                    "seconds": run["seconds"]}
-    emit({"train_images": args.images, "decoded_dataset_mib": round(decoded_mib, 1), "by_budget_mib": results})
+            results[str(budget)] = {"peak_rss_mib": run["peak_rss_mib"],
+                                    "cached_images": train["cached_images"], "seconds": run["seconds"]}
+    emit({"train_images": args.images, "decoded_dataset_mib": round(decoded_mib, 1),
+          "by_budget_mib": results})
 
 
 if __name__ == "__main__":

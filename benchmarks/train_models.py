@@ -99,8 +99,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--learning-rate", nargs="+", default=["seed_cnn=0.003"], metavar="MODEL=RATE",
                         help="per-model train.learning_rate (default: params.yaml's). The seed CNN diverges "
-                             "at the shipped 0.004 (test ROC-AUC 0.5), so it is compared at 0.003, where it still "
-                             "diverges for some seeds (look at the runs: a test ROC-AUC near 0.5)")
+                             "at the shipped 0.004 (test ROC-AUC 0.5), so it is compared at 0.003, "
+                             "where it still diverges for some seeds (look at the runs: a test ROC-AUC "
+                             "near 0.5)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2],
                         help="training seeds per model: one run's AUC moves by ~0.005 with the seed alone")
     args = parser.parse_args()

@@ -80,7 +80,8 @@ def median_ms(fn, repeats: int = 30) -> float:
 def main() -> None:
     train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="a trained model file (default: params.yaml's model, untrained)")
+    parser.add_argument("--model", type=Path,
+                        help="a trained model file (default: params.yaml's model, untrained)")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=float, default=30.0)
     args = parser.parse_args()

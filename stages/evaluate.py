@@ -68,9 +68,11 @@ def beyond_one_number(scorer, catalog: dict, scored: dict, threshold: float, par
         report["extra"][name] = extrasets.summarize(frame, threshold, details["skipped"])
     curves = {s: (f["label"].to_numpy(), f["score"].to_numpy()) for s, f in scored.items()}
     for split, (labels, scores) in curves.items():
-        write_csv(pd.DataFrame(evaluation.reliability_points(labels, scores)), PLOTS / f"reliability_{split}.csv")
+        write_csv(pd.DataFrame(evaluation.reliability_points(labels, scores)),
+                  PLOTS / f"reliability_{split}.csv")
     evaluation.save_reliability_png(curves, PLOTS)
-    gallery.save_mistakes(test_files, scored["test"], threshold, params.gallery_size, PLOTS / "mistakes_test.jpg")
+    gallery.save_mistakes(test_files, scored["test"], threshold, params.gallery_size,
+                          PLOTS / "mistakes_test.jpg")
     gallery.save_samples({s: records.split_files(PROCESSED, catalog, s) for s in ALL_SPLITS},
                          params.gallery_size, PLOTS / "samples.jpg")
 

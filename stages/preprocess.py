@@ -14,7 +14,8 @@ from deepfake_detector.core import entrypoint
 from deepfake_detector.core.errors import DataError
 from deepfake_detector.core.files import read_json, write_json
 from deepfake_detector.core.params import load_section
-from deepfake_detector.core.paths import ARCHIVE, DATA_METRICS, MANIFEST, PREPROCESS_TIMING, PROCESSED, SOURCE_INFO
+from deepfake_detector.core.paths import (ARCHIVE, DATA_METRICS, MANIFEST, PREPROCESS_TIMING, PROCESSED,
+                                          SOURCE_INFO)
 from deepfake_detector.data.preprocessing import preprocess
 
 log = logging.getLogger("preprocess")

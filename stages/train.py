@@ -13,7 +13,8 @@ from deepfake_detector import check_both_classes
 from deepfake_detector.core import entrypoint
 from deepfake_detector.core.files import write_json
 from deepfake_detector.core.params import as_dict, load_section
-from deepfake_detector.core.paths import MODEL, PROCESSED, TRAIN_CHECKPOINT, TRAIN_LIVE, TRAIN_METRICS, TRAIN_TIMING
+from deepfake_detector.core.paths import (MODEL, PROCESSED, TRAIN_CHECKPOINT, TRAIN_LIVE, TRAIN_METRICS,
+                                          TRAIN_TIMING)
 
 log = logging.getLogger("train")
 

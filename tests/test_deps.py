@@ -99,7 +99,8 @@ def test_editing_a_library_file_flags_the_stages_that_run_it(tmp_path, rel):
     users = {name for name in STAGES if rel in closure(project, project / "stages" / f"{name}.py")}
     assert users
     before = _modified(json.loads(dvc("status", "--json", cwd=project).stdout), rel)
-    assert not before, f"the committed dvc.lock is stale for {rel} ({before}): run `dvc repro`, commit dvc.lock"
+    assert not before, (
+        f"the committed dvc.lock is stale for {rel} ({before}): run `dvc repro`, commit dvc.lock")
     path = project / rel
     path.write_text(path.read_text() + "\n# an edit\n")
     assert _modified(json.loads(dvc("status", "--json", cwd=project).stdout), rel) == users

@@ -19,7 +19,8 @@ from projectcopy import dvc, make_project, project_env, set_params
 
 pytestmark = pytest.mark.slow
 
-TWO_CPUS = ("import runpy; from deepfake_detector.core import entrypoint; entrypoint.portable_numerics(True, 2); "
+TWO_CPUS = ("import runpy; from deepfake_detector.core import entrypoint; "
+            "entrypoint.portable_numerics(True, 2); "
             "import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
             "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
             "runpy.run_module('stages.train', run_name='__main__')")
@@ -115,8 +116,8 @@ def test_two_workers_match_one_worker_and_only_the_chief_writes(preprocessed, tm
     assert two["distribute"] == "multi_worker over 2 replicas (worker 0)", (two, outs[0][-3000:])
     assert two["epochs"] == one["epochs"] == EPOCHS
     assert one["val_roc_auc"] > 0.6  # it learned something, so that equal AUCs mean something
-    assert abs(two["val_loss"] - one["val_loss"]) <= 1e-4 and abs(two["val_roc_auc"] - one["val_roc_auc"]) <= 1e-3, (
-        one, two)
+    assert (abs(two["val_loss"] - one["val_loss"]) <= 1e-4
+            and abs(two["val_roc_auc"] - one["val_roc_auc"]) <= 1e-3), (one, two)
     assert "worker 1 done (the chief writes the outputs)" in outs[1], outs[1][-3000:]
     assert snapshot(second) == before  # the non-chief wrote no model, metrics or checkpoint
     # no epoch checkpoint in a multi-worker run: only the note that the folder is empty
@@ -153,7 +154,8 @@ def test_a_dead_worker_ends_the_other_with_a_clear_line(preprocessed, killed):
     assert "epoch 1/30" in "".join(lines), "".join(lines)[-3000:]
     assert survivor.returncode == 2, out[-3000:]
     last = out.strip().splitlines()[-1]
-    assert last.startswith("error: multi-worker training:") and "a worker is missing, died" in last, out[-3000:]
+    assert (last.startswith("error: multi-worker training:")
+            and "a worker is missing, died" in last), out[-3000:]
     assert waited < 150, waited
     print(f"worker {1 - killed} ended {waited:.0f} s after worker {killed} was killed: {last}")
 
@@ -173,7 +175,8 @@ def test_a_worker_that_never_starts_ends_the_other_with_a_clear_line(preprocesse
     waited = time.monotonic() - started
     assert alone.returncode != 0, out[-3000:]
     last = out.strip().splitlines()[-1]
-    assert last.startswith("error: multi-worker training:") and "check the addresses and ports" in last, out[-3000:]
+    assert (last.startswith("error: multi-worker training:")
+            and "check the addresses and ports" in last), out[-3000:]
     assert waited < 120, waited
     print(f"worker 0 alone ended after {waited:.0f} s (exit {alone.returncode}): {last}")
 

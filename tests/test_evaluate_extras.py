@@ -70,7 +70,8 @@ def test_a_corrupted_copy_is_scored_as_predict_scores_the_corrupted_file(trained
         cv2.imwrite(str(folder / f"jpeg_q50-{int(index)}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 50])
         noisy = robustness.noise(image.numpy(), int(index))
         cv2.imwrite(str(folder / f"noise_sigma5-{int(index)}.png"), cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR))
-    code, _, err = run_cli(trained, "predict", str(folder), "--no-detect", "--output", str(tmp_path / "p.csv"))
+    code, _, err = run_cli(trained, "predict", str(folder), "--no-detect",
+                           "--output", str(tmp_path / "p.csv"))
     assert code == 0, err
     rows = pd.read_csv(tmp_path / "p.csv").query("kind == 'file'")
     rows["name"] = rows["file"].map(lambda p: Path(p).stem.split("-")[0])
@@ -95,7 +96,8 @@ def test_an_extra_set_in_another_layout_is_scored_as_predict_scores_it(trained, 
     folder = tmp_path / "unzipped"
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(folder)
-    code, _, err = run_cli(trained, "predict", str(folder), "--no-detect", "--output", str(tmp_path / "p.csv"))
+    code, _, err = run_cli(trained, "predict", str(folder), "--no-detect",
+                           "--output", str(tmp_path / "p.csv"))
     assert code == 0, err
     rows = pd.read_csv(tmp_path / "p.csv").query("kind == 'file'")
     rows["name"] = rows["file"].map(lambda p: Path(p).relative_to(folder).as_posix())

@@ -54,8 +54,8 @@ def test_the_feature_map_is_the_last_convolution_blocks_output_found_from_the_mo
 @pytest.mark.slow
 def test_predict_explain_writes_a_heatmap_png_per_scored_crop(trained, media, tmp_path):
     folder = tmp_path / "heatmaps"
-    code, out, err = run_cli(trained, "predict", str(media["face"]), str(media["no_face"]), str(media["video"]),
-                             "--fps", "2", "--format", "json", "--explain", str(folder))
+    code, out, err = run_cli(trained, "predict", str(media["face"]), str(media["no_face"]),
+                             str(media["video"]), "--fps", "2", "--format", "json", "--explain", str(folder))
     assert code == 0, err
     crops = [r for r in json.loads(out)["rows"] if r["kind"] == "face"]
     listed = list(csv.DictReader((folder / "explain.csv").open()))
@@ -63,7 +63,8 @@ def test_predict_explain_writes_a_heatmap_png_per_scored_crop(trained, media, tm
     assert len(listed) == len(crops) == len(list(folder.glob("*.png"))) >= 6
     size = inference.Scorer.load(trained / "models/model.keras").image_size
     for row, crop in zip(listed, crops):
-        assert row["file"] == crop["file"] and row["frame"] == ("" if crop["frame"] is None else str(crop["frame"]))
+        assert row["file"] == crop["file"] and row["frame"] == (
+            "" if crop["frame"] is None else str(crop["frame"]))
         assert row["box"] == ",".join(map(str, crop["box"])) and float(row["p_fake"]) == crop["p_fake"]
         assert row["label"] == crop["label"]
         png = cv2.imread(str(folder / row["png"]))
@@ -81,7 +82,8 @@ def test_the_heatmap_of_a_trained_model_is_not_constant(trained, media):
                                .astype(np.uint8) for _ in range(3))])
     fake = scorer.score(images) >= 0.5
     cams, scores = explain.GradCam(scorer).heatmaps(images, fake)
-    np.testing.assert_allclose(scores, scorer.score(images), atol=1e-5)  # it explains the scores predict gives
+    # it explains the scores predict gives
+    np.testing.assert_allclose(scores, scorer.score(images), atol=1e-5)
     for cam in cams:
         assert cam.max() == pytest.approx(1.0) and cam.std() > 0.05  # a map with a peak, not a flat field
     png = explain.overlay(crop, cams[0])

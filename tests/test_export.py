@@ -51,7 +51,8 @@ def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, medi
     code, _, err = run_cli(trained, "export", "--format", fmt, "--output", str(output), "--check-count", "24")
     assert code == 0, err
     assert f"wrote {output}" in err and "24 Validation records" in err
-    report = read_json(output / "assets.extra" / export.META_FILE if fmt == "savedmodel" else f"{output}.json")
+    report = read_json(output / "assets.extra" / export.META_FILE if fmt == "savedmodel"
+                       else f"{output}.json")
     assert report["check"]["images"] == 24 and report["check"]["tolerance"] == export.TOLERANCE[fmt]
     assert report["check"]["max_abs_difference"] <= export.TOLERANCE[fmt]
     scorer = inference.Scorer.load(trained / "models/model.keras")
@@ -66,7 +67,8 @@ def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, medi
         import onnx
 
         graph = onnx.load(str(output)).graph
-        assert [v.type.tensor_type.shape.dim[0].dim_param for v in (*graph.input, *graph.output)] == ["n", "n"]
+        assert [v.type.tensor_type.shape.dim[0].dim_param
+                for v in (*graph.input, *graph.output)] == ["n", "n"]
     if fmt == "tflite":  # docs/usage.md's call, and its raw tensor names
         assert report["tflite"]["signature"] == "serving_default"
         assert report["tflite"]["call"] == "interpreter.get_signature_runner()(image=batch)['p_fake']"
@@ -93,7 +95,8 @@ def test_each_export_loads_in_its_runtime_and_scores_as_keras_does(trained, medi
 def test_an_export_over_its_tolerance_is_refused_and_not_written(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(export.TOLERANCE, "tflite", 0.0)  # float16 weights move scores a little
     output = tmp_path / "model.tflite"
-    code, _, err = run_cli(trained, "export", "--format", "tflite", "--output", str(output), "--check-count", "8")
+    code, _, err = run_cli(trained, "export", "--format", "tflite", "--output", str(output),
+                           "--check-count", "8")
     assert code == 2 and err.count("\n") == 1 and "nothing was written" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -145,7 +148,8 @@ def test_a_model_of_counted_features_exports_in_every_format(trained, native_mod
     code, _, err = run_cli(trained, "export", "--format", fmt, "--model", str(native_model), "--output",
                            str(output), "--check-images", str(crops))
     assert code == 0 and "Traceback" not in err, err
-    report = read_json(output / "assets.extra" / export.META_FILE if fmt == "savedmodel" else f"{output}.json")
+    report = read_json(output / "assets.extra" / export.META_FILE if fmt == "savedmodel"
+                       else f"{output}.json")
     assert report["check"]["images"] == 6
     assert report["check"]["max_abs_difference"] <= report["check"]["tolerance"] <= export.COUNTING_TOLERANCE
     assert report["preprocessing"]["resize"]["method"] == "never"
@@ -154,8 +158,9 @@ def test_a_model_of_counted_features_exports_in_every_format(trained, native_mod
 
 
 def test_the_exported_trace_counts_exactly_as_training_does(media):
-    """F8: export traces ``frequencies`` with an unsorted segment sum (TFLite and ONNX have no Bincount):
-    every feature of a rich_dct model, on a real face crop and on noise, is bit-identical to the bincount's."""
+    """F8: export traces ``frequencies`` with an unsorted segment sum (TFLite and ONNX have no
+    Bincount): every feature of a rich_dct model, on a real face crop and on noise, is bit-identical
+    to the bincount's."""
     import keras
     import tensorflow as tf
 
@@ -172,7 +177,8 @@ def test_the_exported_trace_counts_exactly_as_training_does(media):
         exported = tf.function(lambda x: features(x))
         graph = exported.get_concrete_function(images).graph.as_graph_def()
     assert not [n for n in graph.node if "Bincount" in n.op]  # traced inside the context: no Bincount
-    assert [n for n in tf.function(lambda x: features(x)).get_concrete_function(images).graph.as_graph_def().node
+    assert [n for n in (tf.function(lambda x: features(x)).get_concrete_function(images)
+                        .graph.as_graph_def().node)
             if "Bincount" in n.op]  # and outside it, training's trace keeps it
     assert counted.any() and np.array_equal(exported(images).numpy(), counted)
 

@@ -68,10 +68,12 @@ def test_the_patch_grid_rule_scores_the_mean_logit_of_the_grid(tmp_path):
 
     keras.utils.set_random_seed(3)
     model = models.build("texture_cnn", None)
-    modelfile.save(model, tmp_path / "m.keras", modelfile.ModelMeta(image_size=40, inference="patch_grid", patch_size=16))
+    modelfile.save(model, tmp_path / "m.keras",
+                   modelfile.ModelMeta(image_size=40, inference="patch_grid", patch_size=16))
     scorer = inference.Scorer.load(tmp_path / "m.keras")
     images = np.random.default_rng(1).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
-    tiles = [images[:, y:y + 16, x:x + 16] for y in (0, 16) for x in (0, 16)]  # the 8-px remainder is left out
+    # the 8-px remainder is left out
+    tiles = [images[:, y:y + 16, x:x + 16] for y in (0, 16) for x in (0, 16)]
     p = np.stack([model.predict_on_batch(t.astype(np.float32)).reshape(-1) for t in tiles], axis=1)
     expected = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
     np.testing.assert_allclose(scorer.score(images, 2), expected, rtol=1e-4)

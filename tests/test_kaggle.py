@@ -318,7 +318,8 @@ def test_server_env_works_in_a_subprocess(kaggle_server, tmp_path):
     code = (
         "import json, sys\n"
         "from deepfake_detector.data.sources import archive, kaggle\n"
-        "info = kaggle.download(sys.argv[1], None, sys.argv[2], archive.Limits(2**20, 2**26), progress=False)\n"
+        "info = kaggle.download(sys.argv[1], None, sys.argv[2], archive.Limits(2**20, 2**26), "
+        "progress=False)\n"
         "print(json.dumps({'where': kaggle.check_credentials(), **info}))\n"
     )
     env = kaggle_server.child_env()

@@ -1,4 +1,5 @@
-"""layout.detect: every accepted layout maps to the right split and label; anything else is one clear error."""
+"""layout.detect: every accepted layout maps to the right split and label; anything else is one
+clear error."""
 
 import pytest
 
@@ -10,7 +11,8 @@ from deepfake_detector.data.sources.layout import EXPECTED, detect
 
 def names_for(template: str, splits=("Train", "Validation", "Test"), classes=("Real", "Fake"), n=2):
     """File names for a layout template with {split} and {cls} placeholders."""
-    return [template.format(split=s, cls=c) + f"/img_{i}.jpg" for s in splits for c in classes for i in range(n)]
+    return [template.format(split=s, cls=c) + f"/img_{i}.jpg"
+            for s in splits for c in classes for i in range(n)]
 
 
 def mapping(layout):
@@ -39,10 +41,12 @@ def test_split_layouts(template, splits, classes):
 
 
 def test_descriptions():
-    assert detect(names_for("Dataset/{split}/{cls}"), "x").description == "Dataset/{Train,Validation,Test}/{Real,Fake}"
+    assert (detect(names_for("Dataset/{split}/{cls}"), "x").description
+            == "Dataset/{Train,Validation,Test}/{Real,Fake}")
     flat = detect(["real/a.jpg", "fake/b.jpg"], "x")
     assert flat.description == "{real,fake} (no splits)"
-    assert detect(names_for("data/{cls}/{split}", ("train", "test")), "x").description == "data/{Real,Fake}/{train,test}"
+    assert (detect(names_for("data/{cls}/{split}", ("train", "test")), "x").description
+            == "data/{Real,Fake}/{train,test}")
 
 
 def test_canonical_names_map_trivially():
@@ -91,10 +95,12 @@ def test_junk_dirs_and_loose_files_ignored():
     (["train/real/a.jpg", "train/real/b.jpg"], "the train split has only Real images"),
     (["fake/a.jpg"], "the dataset has only Fake images"),
     (["train/real/a.jpg", "train/fake/a.jpg", "test/real/a.jpg"], "the test split has only Real images"),
-    (["real/fake/a.jpg", "real/b.jpg", "fake/c.jpg"], "class folder inside another class folder (real/fake/)"),
+    (["real/fake/a.jpg", "real/b.jpg", "fake/c.jpg"],
+     "class folder inside another class folder (real/fake/)"),
     (["train/real/a.jpg", "train/fake/a.jpg", "real/b.jpg", "fake/b.jpg"],
      "split folders for some class folders but not others"),
-    (["a/real/x.jpg", "a/fake/x.jpg", "b/real/x.jpg", "b/fake/x.jpg"], "under several different folders (a/, b/)"),
+    (["a/real/x.jpg", "a/fake/x.jpg", "b/real/x.jpg", "b/fake/x.jpg"],
+     "under several different folders (a/, b/)"),
     (["val/real/x.jpg", "valid/real/y.jpg", "val/fake/x.jpg", "train/real/x.jpg", "train/fake/x.jpg"],
      "val/real/ and valid/real/ both map to Validation/Real"),
     (["train/Real/x.jpg", "train/real/y.jpg", "train/fake/x.jpg"], "both map to Train/Real"),

@@ -63,7 +63,8 @@ def canonical_content(path):
             info = zf.getinfo(m.name)  # written like the sample's archive: stored, fixed time, a Unix file
             assert (info.compress_type, info.date_time, info.create_system, info.external_attr >> 16) == (
                 zipfile.ZIP_STORED, canonical.ZIP_DATE, 3, canonical.FILE_MODE)
-            content.setdefault((m.split, m.label), Counter())[hashlib.sha256(zf.read(m.name)).hexdigest()] += 1
+            content.setdefault((m.split, m.label), Counter())[
+                hashlib.sha256(zf.read(m.name)).hexdigest()] += 1
         return content
 
 
@@ -90,7 +91,8 @@ THREE = {(s, c): 3 for s in ("Train", "Validation", "Test") for c in ("Real", "F
      {"train": {"real": 14, "fake": 7}, "validation": {"real": 2, "fake": 1}, "test": {"real": 4, "fake": 2}},
      ["validation", "test"]),
     # Train + Test: only Validation is carved (0.1 x 10 = 1 per class)
-    ("{split}/{cls}", {("train", "real"): 10, ("train", "fake"): 10, ("test", "real"): 3, ("test", "fake"): 2},
+    ("{split}/{cls}",
+     {("train", "real"): 10, ("train", "fake"): 10, ("test", "real"): 3, ("test", "fake"): 2},
      {"train": {"real": 9, "fake": 9}, "validation": {"real": 1, "fake": 1}, "test": {"real": 3, "fake": 2}},
      ["validation"]),
 ])
@@ -105,7 +107,8 @@ def test_import_each_layout(tmp_path, kind, template, counts, expected, carved):
     assert summary["ignored"] == (2 if kind == "zip" else 1)  # list_folder already drops the junk
     assert summary["carved"] == {split: split in carved for split in ("validation", "test")}
     content = canonical_content(tmp_path / "out" / "dataset.zip")
-    got = {s: {"real": sum(content[(s, 0)].values()), "fake": sum(content[(s, 1)].values())} for s in SPLIT_DIRS}
+    got = {s: {"real": sum(content[(s, 0)].values()), "fake": sum(content[(s, 1)].values())}
+           for s in SPLIT_DIRS}
     assert got == expected
     assert sum(content.values(), Counter()) == digests(files)  # nothing lost, nothing added
     for label, cls in ((0, ("real", "REAL", "Real")), (1, ("fake", "Fake"))):
@@ -190,7 +193,8 @@ def test_carving_seed_changes_output_and_same_seed_is_identical(tmp_path):
 def test_zero_fraction_for_a_missing_split(tmp_path):
     src = write_folder(tmp_path / "in", dataset("{split}/{cls}", {("train", "real"): 5, ("train", "fake"): 5,
                                                                    ("val", "real"): 2, ("val", "fake"): 2}))
-    with pytest.raises(DataError, match=r"no Test split and data.carve.test_fraction is 0; set data.carve.test_fraction"):
+    with pytest.raises(DataError, match=r"no Test split and data.carve.test_fraction is 0; "
+                                        r"set data.carve.test_fraction"):
         run(src, tmp_path, carve=SimpleNamespace(validation_fraction=0.0, test_fraction=0.0, seed=1))
     assert not (tmp_path / "out").exists()
     summary = run(src, tmp_path, carve=SimpleNamespace(validation_fraction=0.0, test_fraction=0.2, seed=1))

@@ -97,7 +97,8 @@ def test_the_metadata_reads_back_as_written_and_a_newer_files_extra_keys_are_ign
                                   train_params={"epochs": 2}, train_metrics={"epochs": 2})
     assert modelfile.ModelMeta.from_json(written.to_json(), Path("m.keras")) == written
     raw = {**written.to_json(), "made_by_a_newer_version": [1, 2]}
-    assert modelfile.read_meta(rewritten(good_model, tmp_path / "m.keras", {META: json.dumps(raw).encode()})) == written
+    assert modelfile.read_meta(
+        rewritten(good_model, tmp_path / "m.keras", {META: json.dumps(raw).encode()})) == written
     assert written.to_json()["score"] == "P(fake)" and written.to_json()["positive_class"] == "Fake"
 
 

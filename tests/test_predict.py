@@ -50,7 +50,8 @@ def test_predict_scores_equal_evaluate_on_the_validation_crops(trained, tmp_path
     with zipfile.ZipFile(trained / "data/raw/dataset.zip") as archive:
         members = [n for n in archive.namelist() if "/Validation/" in n and not n.endswith("/")]
         archive.extractall(tmp_path, members)
-    code, _, _ = predict(trained, str(tmp_path / "Dataset"), "--no-detect", "--output", str(tmp_path / "out.csv"),
+    code, _, _ = predict(trained, str(tmp_path / "Dataset"), "--no-detect",
+                         "--output", str(tmp_path / "out.csv"),
                          "--batch-size", "16")  # many batches, and more files than the prepare-ahead window
     assert code == 0
     ours = pd.read_csv(tmp_path / "out.csv")
@@ -99,7 +100,8 @@ def test_a_video_is_sampled_at_fps_and_reports_mean_and_top_k(trained, media):
     assert sorted({r["frame"] for r in faces}) == [0, 5, 10, 15, 20, 25]  # 10 fps sampled at 2/s
     assert {r["time"] for r in faces} == {0.0, 0.5, 1.0, 1.5, 2.0, 2.5}
     assert sum(r["face"] for r in faces) >= 5  # the portrait is found in (nearly) every frame
-    per_frame = [max(r["p_fake"] for r in faces if r["frame"] == f) for f in sorted({r["frame"] for r in faces})]
+    per_frame = [max(r["p_fake"] for r in faces if r["frame"] == f)
+                 for f in sorted({r["frame"] for r in faces})]
     verdict = rows[-1]  # frames without a face (if any) are left out of the mean
     assert verdict["kind"] == "file" and verdict["frames"] == 6
     assert verdict["p_fake"] == pytest.approx(np.mean(per_frame))
@@ -113,7 +115,8 @@ def test_a_video_is_sampled_at_fps_and_reports_mean_and_top_k(trained, media):
 def _bad_inputs(folder: Path) -> dict[str, str]:
     """file name → the error reason predict must give it."""
     expected = {}
-    for name in ("corrupt_jpeg", "truncated_jpeg", "zero_byte", "text_as_jpg", "icon_file", "decompression_bomb"):
+    for name in ("corrupt_jpeg", "truncated_jpeg", "zero_byte", "text_as_jpg", "icon_file",
+                 "decompression_bomb"):
         build, _, reason = BAD_IMAGES[name]
         (folder / f"{name}.jpg").write_bytes(build())
         expected[f"{name}.jpg"] = reason
@@ -271,7 +274,8 @@ def test_every_number_option_of_every_command_refuses_non_finite_values(value, c
     assert "--threshold: must be a number, got 'abc'" in capsys.readouterr().err
 
 
-def test_a_model_that_reads_unresized_crops_is_never_given_detected_faces(trained, media, native_model, tmp_path):
+def test_a_model_that_reads_unresized_crops_is_never_given_detected_faces(trained, media, native_model,
+                                                                          tmp_path):
     """F2: a real_faces model run the default way (detection on) scored resized detected faces, and
     lost half its catch rate without a word. Now: crops of its size are scored whole, any other size
     is an error row that says why, a video too, and stderr says so once."""

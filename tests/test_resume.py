@@ -1,9 +1,15 @@
-"""Identical reruns and resume after a kill, with the real `dvc repro` in a project copy.
+"""Resume after a kill, and results that do not depend on the core count, with the real `dvc repro`.
 
-One project, 4 epochs: `dvc repro` whose train stage is SIGKILLed after epoch 2, `dvc repro` again
-(resumes), then a forced run of train and evaluate from scratch. Deterministic training makes both
-trained models identical, so the resumed run's metrics equal the uninterrupted run's. (Two
-from-scratch runs giving the same bytes is test_numerics', on one core and on two.)
+The uninterrupted run is the suite's pipeline run (``trained.pipeline_run``, 4 epochs, on every core
+the machine has). A copy of it retrains on ONE core: `dvc repro --force` whose train stage is
+SIGKILLed after epoch 2, then `dvc repro` again, which resumes. Both must write the same bytes: the
+model, eval.json and train.json.
+
+What that guarantees (numerics.portable): with oneDNN held at AVX2 and a fixed number of threads per
+op, one core computes exactly what two do (without it the thread count follows the cores and changes
+how sums are split: different weights, measured), and a resumed run ends exactly where an
+uninterrupted one does. Either broken, the bytes differ. A real AVX2 CPU is emulated by
+``benchmarks/isa_reproducibility.py`` (qemu, minutes per stage): too slow for the suite.
 """
 
 from __future__ import annotations
@@ -20,19 +26,26 @@ import psutil
 import pytest
 
 from deepfake_detector.core import paths
-from projectcopy import make_project, project_env, run
+from projectcopy import project_env
+from trained import PIPELINE_EPOCHS as EPOCHS
+from trained import copy_project
 
 DVC = str(Path(sys.executable).parent / "dvc")
 TIMEOUT = 1800  # a loaded 2-core machine: each repro here takes ~1 min idle, up to 10 under load
 
 pytestmark = pytest.mark.slow
-EPOCHS = 4
+
+
+def on_one_core() -> None:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
 def repro_killed_after_epoch(project: Path, epoch: int) -> str:
-    """`dvc repro`, SIGKILLing the train stage's process once it logs the end of ``epoch``."""
-    proc = subprocess.Popen([DVC, "repro"], cwd=project,
-                            env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`dvc repro --force` of train and evaluate on one core, SIGKILLing the train stage's process
+    once it logs the end of ``epoch``."""
+    proc = subprocess.Popen([DVC, "repro", "--force", "--downstream", "train"], cwd=project,
+                            env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=on_one_core)
     output, killed = [], False
     try:
         for line in proc.stdout:  # ends when dvc exits: every wait here is bounded by the stage's end
@@ -69,18 +82,17 @@ def snapshot(project: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    project = make_project(tmp_path_factory.mktemp("resume") / "project",
-                           {"train.epochs": EPOCHS, "train.patience": EPOCHS})
+def runs(pipeline_run, tmp_path_factory) -> dict:
+    uninterrupted = pipeline_run / "project"
+    project = copy_project(uninterrupted, tmp_path_factory.mktemp("resume") / "project")
     killed = repro_killed_after_epoch(project, 2)
     assert (project / paths.TRAIN_CHECKPOINT / "backup").is_dir()  # DVC kept the persisted checkpoint
-    resumed = run([DVC, "repro"], cwd=project, timeout=TIMEOUT)
-    result = {"project": project, "killed_log": killed, "resumed_log": resumed.stdout + resumed.stderr,
-              "resumed": snapshot(project)}
-    forced = run([DVC, "repro", "--force", "--downstream", "train"], cwd=project, timeout=TIMEOUT)
-    result["forced"] = snapshot(project)
-    result["forced_log"] = forced.stdout + forced.stderr
-    return result
+    resumed = subprocess.run([DVC, "repro"], cwd=project, env=project_env(), capture_output=True, text=True,
+                             timeout=TIMEOUT, preexec_fn=on_one_core)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return {"project": project, "killed_log": killed, "resumed_log": resumed.stdout + resumed.stderr,
+            "resumed": snapshot(project), "uninterrupted": snapshot(uninterrupted),
+            "uninterrupted_log": (pipeline_run / "repro.log").read_text()}
 
 
 def test_a_killed_train_stage_resumes_from_its_last_epoch(runs):
@@ -93,13 +105,13 @@ def test_a_killed_train_stage_resumes_from_its_last_epoch(runs):
     assert train["epochs"] == EPOCHS and train["resumed_from_epoch"] == 2
     # the checkpoint is gone after success; the folder stays (DVC declares it), with a note
     assert [p.name for p in (runs["project"] / paths.TRAIN_CHECKPOINT).iterdir()] == ["README.txt"]
-    # the forced rerun had nothing to resume and said why
-    assert "starting fresh (no checkpoint" in runs["forced_log"]
+    # the uninterrupted run had nothing to resume and said why
+    assert "starting fresh (no checkpoint" in runs["uninterrupted_log"]
 
 
 def test_a_cpu_run_logs_one_device_line_and_one_line_per_epoch(runs):
-    log = runs["forced_log"]
-    lines = log.splitlines()  # train's and evaluate's output (dvc's stdout, then the stages' stderr)
+    log = runs["uninterrupted_log"]
+    lines = log.splitlines()  # every stage's output (dvc's stdout, then the stages' stderr)
     assert "cuda" not in log.lower() and "oneDNN custom operations" not in log, log
     assert "warning" not in log.lower(), log  # neither TensorFlow's, Keras' nor DVC's
     assert "absl" not in log and "I0000" not in log and "E0000" not in log, log
@@ -108,14 +120,17 @@ def test_a_cpu_run_logs_one_device_line_and_one_line_per_epoch(runs):
     assert [line.split(":")[0] for line in epochs] == [f"epoch {i}/{EPOCHS}" for i in range(1, EPOCHS + 1)]
 
 
-def test_a_resumed_run_ends_where_an_uninterrupted_one_does(runs):
-    resumed, uninterrupted = runs["resumed"], runs["forced"]
+def test_a_resumed_run_on_one_core_ends_where_the_uninterrupted_run_on_every_core_does(runs):
+    resumed, uninterrupted = runs["resumed"], runs["uninterrupted"]
     assert resumed["eval"] == uninterrupted["eval"]
     for a, b in zip(resumed["weights"], uninterrupted["weights"], strict=True):
         np.testing.assert_array_equal(a, b)
     assert {k: v for k, v in resumed["train"].items() if k != "resumed_from_epoch"} == \
         {k: v for k, v in uninterrupted["train"].items() if k != "resumed_from_epoch"}
-    assert uninterrupted["train"]["machine"]["deterministic"] is True
+    facts = uninterrupted["train"]["machine"]
+    # what decides the numbers, the same on every AVX2 CPU; this CPU's own ISA is only in the timing file
+    assert facts["deterministic"] is True and facts["cpu_isa"] == "avx2" and facts["threads"] == 2
+    assert facts["onednn_max_cpu_isa"] == "AVX2" and uninterrupted["timing"]["host_cpu_isa"]
 
 
 def test_a_checkpoint_under_other_params_is_not_resumed(tmp_path, caplog):

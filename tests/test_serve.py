@@ -59,7 +59,8 @@ def predicted(project: Path, path: Path, *args: str) -> dict:
 def assert_same_rows(ours: list[dict], theirs: list[dict]) -> None:
     assert len(ours) == len(theirs) and len(ours) > 0
     for mine, expected in zip(ours, theirs):
-        assert {k: v for k, v in mine.items() if k != "p_fake"} == {k: v for k, v in expected.items() if k != "p_fake"}
+        assert ({k: v for k, v in mine.items() if k != "p_fake"}
+                == {k: v for k, v in expected.items() if k != "p_fake"})
         assert mine["p_fake"] == pytest.approx(expected["p_fake"], abs=1e-6)
 
 
@@ -135,7 +136,8 @@ def test_a_request_without_a_file_is_told_how_to_send_one(client):
 def small(trained):
     """A server with small limits and one slot."""
     running = serve.Service(trained / paths.MODEL,
-                            limits=serve.Limits(upload_bytes=2**20, pixels=250_000, video_seconds=1.5, queue=1))
+                            limits=serve.Limits(upload_bytes=2**20, pixels=250_000, video_seconds=1.5,
+                                                queue=1))
     with TestClient(webapp.build(running)) as test_client:
         yield running, test_client
     running.close()
@@ -151,7 +153,8 @@ def test_oversize_uploads_pixels_and_videos_get_413(small, media):
         for _ in range(40):
             yield b"0" * 2**16
         yield b"\r\n--b--\r\n"
-    streamed = client.post("/api/predict", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"})
+    streamed = client.post("/api/predict", content=chunked(),
+                           headers={"content-type": "multipart/form-data; boundary=b"})
     assert streamed.status_code == 413
     pixels = post(client, media["face"])  # 512x600 > 250,000 pixels (the video: 640x360 < 250,000)
     assert pixels.status_code == 413 and "too_large" in pixels.json()["detail"]
@@ -236,7 +239,8 @@ def test_the_command_has_help_and_a_missing_model_is_one_line(trained):
 
 
 def test_explain_on_a_model_without_gradients_is_a_422_naming_why(media, tmp_path):
-    """rich_dct counts quantised features (no gradient passes): explain=true is refused in one line, not a 500."""
+    """rich_dct counts quantised features (no gradient passes): explain=true is refused in one line,
+    not a 500."""
     from deepfake_detector.model import modelfile
     from deepfake_detector.model import builders as models
 
@@ -259,7 +263,8 @@ def test_explain_on_a_model_without_gradients_is_a_422_naming_why(media, tmp_pat
 def test_a_flag_that_is_not_true_or_false_is_a_422_naming_it(client, media, field):
     refused = post(client, media["face"], **{field: "maybe"})
     assert refused.status_code == 422
-    assert refused.json()["detail"] == f"{field}: must be true or false (also 1/0, yes/no, on/off), got 'maybe'"
+    assert refused.json()["detail"] == (
+        f"{field}: must be true or false (also 1/0, yes/no, on/off), got 'maybe'")
     for word in ("0", "No", "off", "FALSE"):
         assert post(client, media["face"], **{field: word}).status_code == 200
 
@@ -291,7 +296,8 @@ def test_a_port_in_use_is_one_line_before_serving(trained):
 
 
 @pytest.mark.parametrize("option", ["--port", "--threshold", "--max-upload-mb", "--max-pixels",
-                                    "--max-video-seconds", "--queue", "--read-timeout", "--upload-timeout", "--fps"])
+                                    "--max-video-seconds", "--queue", "--read-timeout", "--upload-timeout",
+                                    "--fps"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_every_numeric_option_refuses_non_finite_values(trained, option, value):
     code, _, err = run_cli(trained, "serve", f"{option}={value}")

@@ -26,8 +26,9 @@ from projectcopy import project_env
 pytestmark = pytest.mark.slow
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="no headless Chromium here: install Debian's chromium and chromium-driver "
-                                      "(`make browser` does it as root; `make test` runs it)")
+    not (CHROMIUM and DRIVER),
+    reason="no headless Chromium here: install Debian's chromium and chromium-driver "
+           "(`make browser` does it as root; `make test` runs it)")
 COMMAND = str(Path(sys.executable).parent / "deepfake-detector")
 
 

@@ -150,7 +150,8 @@ def test_a_client_hanging_up_mid_upload_is_one_line_in_the_log_not_a_traceback(s
 
 def test_sigterm_stops_serve_and_deletes_its_scratch_folder(trained, tmp_path):
     process, _, log, tmp = start(trained, tmp_path)
-    assert [p.name for p in tmp.iterdir() if p.name.startswith("deepfake-detector-serve-")]  # made where TMPDIR says
+    # made where TMPDIR says
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("deepfake-detector-serve-")]
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(30)

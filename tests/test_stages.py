@@ -211,13 +211,15 @@ def test_ctrl_c_during_preprocess_is_one_line_and_stops_every_worker(tmp_path):
             for label in ("Real", "Fake"):
                 for i in range(count // 2):
                     n += 1  # distinct bytes, so none is a duplicate; each is resized: seconds of work
-                    archive.writestr(f"Dataset/{split}/{label}/{i:05d}.jpg", tiles[n % 20] + n.to_bytes(4, "big"))
+                    archive.writestr(f"Dataset/{split}/{label}/{i:05d}.jpg",
+                                     tiles[n % 20] + n.to_bytes(4, "big"))
     project = make_project(tmp_path / "project", {
         "data.source": "local", "data.local_path": str(source), "preprocess.image_size": 256,
         "preprocess.workers": 2})
     run([sys.executable, "-m", "stages.download"], cwd=project)
     stage = subprocess.Popen([sys.executable, "-m", "stages.preprocess"], cwd=project, env=project_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while len(psutil.Process(stage.pid).children()) < 2 and time.monotonic() < deadline:

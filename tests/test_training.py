@@ -47,7 +47,8 @@ def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) ->
 def epoch_indices(folder, catalog, cache_images: int, augment_params=AUGMENT):
     data, cached = feed.train_dataset(folder, catalog, 32, 8, cache_images, augment_params, seed=1)
     # recover each image's index from its brightness (flip/blur/jpeg keep a flat image flat)
-    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in data for img in images]
+    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5))
+            for images, _ in data for img in images]
     return sorted(seen), cached
 
 
@@ -83,7 +84,8 @@ def test_augmentation_is_seeded_and_changes_pixels():
     assert first.dtype == tf.uint8 and first.shape == image.shape
     assert np.array_equal(first, again)
     assert not np.array_equal(first, image)
-    assert float(tf.math.reduce_std(tf.cast(first, tf.float32))) < float(tf.math.reduce_std(tf.cast(image, tf.float32)))
+    assert (float(tf.math.reduce_std(tf.cast(first, tf.float32)))
+            < float(tf.math.reduce_std(tf.cast(image, tf.float32))))
 
 
 @pytest.mark.parametrize("kind", ["colour", "rescale", "cutout"])
@@ -138,15 +140,16 @@ def test_patch_training_gives_every_image_k_random_crops_per_epoch(tmp_path):
                                      patch_size=16, patches_per_image=3)
     batches = list(data)
     assert all(images.shape[1:] == (16, 16, 3) for images, _ in batches)
-    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5)) for images, _ in batches for img in images]
+    seen = [int(round(float(tf.reduce_mean(tf.cast(img, tf.float32))) / 5))
+            for images, _ in batches for img in images]
     assert sorted(seen) == sorted(list(range(40)) * 3)
 
 
 BIG_BACKBONES = ("efficientnet_b0", "xception")  # several seconds each on 2 cores
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG_BACKBONES else name
-                                  for name in sorted(models.MODELS)])
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG_BACKBONES
+                                  else name for name in sorted(models.MODELS)])
 def test_every_registered_model_learns_from_raw_pixels(name):
     """One score per image, and three training steps on one batch (fakes darker) lower the loss: the
     model's input scaling, layers and sigmoid head are wired so that gradients reach the pixels' labels."""

@@ -112,7 +112,8 @@ def test_frozen_backbone_keeps_its_weights_and_batchnorm_statistics():
     images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     model.train_on_batch(images, np.array([0, 1] * 4, np.float32))
     for weight in model.weights:  # BatchNorm in inference mode: moving statistics unchanged too
-        assert (not np.array_equal(weight.numpy(), before[weight.path])) == (weight.path in trainable), weight.path
+        assert ((not np.array_equal(weight.numpy(), before[weight.path]))
+                == (weight.path in trainable)), weight.path
 
 
 def test_the_freeze_then_fine_tune_schedule_runs_every_epoch(tmp_path):
@@ -136,14 +137,16 @@ def test_imagenet_offline_fails_at_stage_start_before_any_data(tmp_path):
     assert "processed" not in result.stderr  # failed before looking for the data
 
 
-def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_model(tmp_path):
+def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_model(pipeline_run,
+                                                                                     tmp_path):
     """One -S flag picks the recipe; the model file carries the rule, and evaluate scores with it."""
     from projectcopy import dvc
+    from trained import copy_project
 
     from deepfake_detector.model import inference
     from deepfake_detector.core import paths
 
-    project = make_project(tmp_path / "project")
+    project = copy_project(pipeline_run / "project", tmp_path / "project", commit=True)
     bundle = "train.recipes.real_faces."  # shrunk to seconds: the recipe's own keys win over plain ones
     set_params(project, {bundle + "image_size": 64, bundle + "epochs": 2,  # and patch training with its rule:
                          bundle + "model": "texture_cnn", bundle + "patch_size": 32,

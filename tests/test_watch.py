@@ -82,7 +82,8 @@ def test_a_video_file_is_watched_at_its_real_rate_and_recorded(trained, media, t
     *verdicts, summary = lines
     assert summary["summary"] and summary["read"] == 30  # 3 s at 10 fps
     assert summary["scored"] + summary["no_face"] + summary["dropped"] == 30 and summary["scored"] >= 1
-    assert seconds >= 2.9  # the last frame arrives 2.9 s after the first: real time, not as fast as it decodes
+    # the last frame arrives 2.9 s after the first: real time, not as fast as it decodes
+    assert seconds >= 2.9
     assert [v["time"] for v in verdicts][:3] == [0.0, 1.0, 2.0]  # one verdict a second of stream
     for verdict in verdicts:
         assert 0 <= verdict["p_fake"] <= 1 and verdict["frames"] >= 1
@@ -111,8 +112,10 @@ def test_watch_scores_frames_as_predict_does(trained, media):
     assert len(predicted) == 30
     for verdict in verdicts:
         assert verdict["frame_p_fake"] == pytest.approx(predicted[verdict["frame"]], abs=1e-5)
-        window = [v["frame_p_fake"] for v in verdicts if verdict["time"] - 0.25 < v["time"] <= verdict["time"]]
-        assert verdict["frames"] == len(window) and verdict["p_fake"] == pytest.approx(np.mean(window), abs=1e-4)
+        window = [v["frame_p_fake"] for v in verdicts
+                  if verdict["time"] - 0.25 < v["time"] <= verdict["time"]]
+        assert (verdict["frames"] == len(window)
+                and verdict["p_fake"] == pytest.approx(np.mean(window), abs=1e-4))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,38 +15,67 @@ import pytest
 from matplotlib import cbook
 
 from badimages import photo
-from projectcopy import dvc, make_project
+from extraset import other_layout_zip
+from projectcopy import dvc, make_project, run
 
 FACE_IMAGE = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # a real portrait
 FACE_CENTRE = (265, 215)  # (x, y) of her face's centre in that 512x600 image
+PIPELINE_EPOCHS = 4  # test_resume retrains the pipeline run's model, killed and resumed halfway
+
+
+def _run_pipeline(folder: Path) -> None:
+    """``folder``/project: a project copy after one `dvc repro` of every stage, with an extra set in
+    another layout (``folder``/other.zip); ``folder``/repro.log: what that run printed. It runs on
+    every core the machine has (test_resume retrains it on one)."""
+    other, _ = other_layout_zip(folder / "other.zip")
+    project = make_project(folder / "project", {
+        "train.model": "compact_cnn", "train.epochs": PIPELINE_EPOCHS, "train.patience": PIPELINE_EPOCHS,
+        "evaluate.extra_sets": {"other": str(other)}})
+    result = dvc("repro", cwd=project)
+    (folder / "repro.log").write_text(result.stdout + result.stderr)
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, worker_id) -> Path:
-    """A project whose tiny model was trained and evaluated by the real pipeline. compact_cnn: after
-    two tiny epochs it already scores every image differently (MobileNetV3's batch-norm statistics
-    have not settled yet, and it scores them all alike), so the parity tests can fail.
+def pipeline_run(tmp_path_factory, worker_id) -> Path:
+    """The suite's one full pipeline run (see ``_run_pipeline``): its folder. Never write into it:
+    take a ``copy_project``. compact_cnn: after two tiny epochs it already scores every image
+    differently (MobileNetV3's batch-norm statistics have not settled yet, and it scores them all
+    alike), so the parity tests can fail.
 
-    Under pytest-xdist the first worker to ask builds it, under a lock, in the run's shared temp
-    folder; every worker then gets its own copy, so tests that write into it never meet."""
+    Under pytest-xdist the first worker to ask runs it, under a lock, in the run's shared temp
+    folder, and every worker reads that one."""
     if worker_id == "master":
-        project = make_project(tmp_path_factory.mktemp("trained") / "project", {"train.model": "compact_cnn"})
-        dvc("repro", cwd=project)
-        return project
+        folder = tmp_path_factory.mktemp("pipeline-run")
+        _run_pipeline(folder)
+        return folder
     import fcntl
-    import shutil
 
-    shared = tmp_path_factory.getbasetemp().parent / "trained-shared"
-    with open(f"{shared}.lock", "w") as lock:
+    folder = tmp_path_factory.getbasetemp().parent / "pipeline-run"
+    with open(f"{folder}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
-        if not (shared / "built").exists():
-            shutil.rmtree(shared, ignore_errors=True)  # a half-built one, from a worker that died
-            make_project(shared / "project", {"train.model": "compact_cnn"})
-            dvc("repro", cwd=shared / "project")
-            (shared / "built").touch()
-    project = tmp_path_factory.mktemp("trained") / "project"
-    shutil.copytree(shared / "project", project, symlinks=True)
-    return project
+        if not (folder / "built").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a half-built one, from a worker that died
+            folder.mkdir()
+            _run_pipeline(folder)
+            (folder / "built").touch()
+    return folder
+
+
+def copy_project(source: Path, dest: Path, commit: bool = False) -> Path:
+    """A copy of the project at ``source`` (git history, DVC cache and outputs): tests that write
+    into a trained project never meet. ``commit``: with the run committed on main, as a user who
+    then tries variants (`dvc exp run`, a branch) would have it."""
+    shutil.copytree(source, dest, symlinks=True)
+    if commit:
+        run(["git", "add", "-A"], cwd=dest)
+        run(["git", "commit", "-qm", "baseline run"], cwd=dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def trained(pipeline_run, tmp_path_factory) -> Path:
+    """This worker's copy of the trained and evaluated project of ``pipeline_run``."""
+    return copy_project(pipeline_run / "project", tmp_path_factory.mktemp("trained") / "project")
 
 
 def write_video(path: Path, frames: int, fps: float, codec: str = "MJPG") -> Path:
@@ -108,5 +138,6 @@ def native_model(tmp_path_factory) -> Path:
     richmodel.standardise(model, np.random.default_rng(0).random((8, head.input.shape[-1]), np.float32))
     path = folder / "rich.keras"
     modelfile.save(model, path, modelfile.ModelMeta(model="rich_dct", image_size=64, inference="whole_image"))
-    inference.threshold_path(path).write_text(json.dumps({"threshold": 0.5, "model_sha256": sha256_file(path)}))
+    inference.threshold_path(path).write_text(
+        json.dumps({"threshold": 0.5, "model_sha256": sha256_file(path)}))
     return path

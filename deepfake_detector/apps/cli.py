@@ -93,13 +93,14 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser(
-        "predict", parents=[_options("model", "threshold", "crops", "video")], help="score image files, folders (recursively) and videos",
+        "predict", parents=[_options("model", "threshold", "crops", "video")],
+        help="score image files, folders (recursively) and videos",
         description="Score images (JPEG, PNG, WebP, BMP, GIF's first frame; not TIFF, HEIC or AVIF: convert "
-                    "those to PNG), folders (recursively) and videos (mp4, mov, avi, webm, mkv, m4v). One row "
-                    "per scored face, one verdict row per file (no score when no face is found), one error "
-                    "row per file that cannot be scored. A model that reads un-resized face crops (the "
-                    "real_faces recipe) is never given detected faces: it scores each image whole and "
-                    "refuses other sizes. Exit status 0 if any file was scored, 2 if none was.")
+                    "those to PNG), folders (recursively) and videos (mp4, mov, avi, webm, mkv, m4v). "
+                    "One row per scored face, one verdict row per file (no score when no face is found), "
+                    "one error row per file that cannot be scored. A model that reads un-resized face "
+                    "crops (the real_faces recipe) is never given detected faces: it scores each image "
+                    "whole and refuses other sizes. Exit status 0 if any file was scored, 2 if none was.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image, video or folder")
     predict.add_argument("--format", choices=FORMATS,
                          help="output format (default: from --output's suffix, else table)")
@@ -128,7 +129,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _watch_parser(commands) -> None:
     watch = commands.add_parser(
-        "watch", parents=[_options("model", "threshold", "crops")], help="score the faces in a live video stream as frames arrive",
+        "watch", parents=[_options("model", "threshold", "crops")],
+        help="score the faces in a live video stream as frames arrive",
         description="Score the faces of a camera, video file or stream as its frames arrive, and print "
                     "a rolling verdict. Frames that arrive while one is being scored are dropped, never "
                     "queued; a video file is read at its own frame rate, as a camera delivers frames. "
@@ -158,7 +160,8 @@ def _export_parser(commands) -> None:
     from deepfake_detector.apps.export import FORMATS
 
     export = commands.add_parser(
-        "export", parents=[_options("model")], help="write the model as a SavedModel (TF Serving), TFLite (float16) or ONNX file",
+        "export", parents=[_options("model")],
+        help="write the model as a SavedModel (TF Serving), TFLite (float16) or ONNX file",
         description="Export the trained model for another runtime, load it back with that runtime and "
                     "check its scores against the Keras model's on --check-count images (the first "
                     "Validation records, or --check-images): the export is written only if they match "
@@ -179,7 +182,8 @@ def _serve_parser(commands) -> None:
     from deepfake_detector.apps.serve import Limits
 
     serve = commands.add_parser(
-        "serve", parents=[_options("model", "threshold", "video")], help="a web page and HTTP API that score uploaded images and videos",
+        "serve", parents=[_options("model", "threshold", "video")],
+        help="a web page and HTTP API that score uploaded images and videos",
         description="Serve a web page (/) where a person drops an image or a video and sees each face's "
                     "P(fake) and the verdict, and an HTTP API (POST /api/predict returns the rows of "
                     "`predict --format json`; GET /api/health; schema at /openapi.json). One inference "
@@ -198,10 +202,12 @@ def _serve_parser(commands) -> None:
     serve.add_argument("--queue", type=_positive(int), default=Limits.queue,
                        help="requests accepted at once (uploading, waiting or being scored); more get "
                             "503 (default: %(default)s)")
-    serve.add_argument("--read-timeout", type=_positive(float), default=Limits.read_seconds, metavar="SECONDS",
+    serve.add_argument("--read-timeout", type=_positive(float), default=Limits.read_seconds,
+                       metavar="SECONDS",
                        help="an upload that sends nothing for this long is cut with 408, freeing its "
                             "--queue slot (default: %(default)g)")
-    serve.add_argument("--upload-timeout", type=_positive(float), default=Limits.upload_seconds, metavar="SECONDS",
+    serve.add_argument("--upload-timeout", type=_positive(float), default=Limits.upload_seconds,
+                       metavar="SECONDS",
                        help="a whole upload must arrive within this long, else 408 (default: %(default)g, "
                             "50 MiB at ~3.5 Mbit/s)")
     serve.set_defaults(run=run_serve)
@@ -296,7 +302,8 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         raise
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
-    print(f"serving {args.model} (threshold {service.threshold:.4f}) at {where}; Ctrl-C stops", file=sys.stderr)
+    print(f"serving {args.model} (threshold {service.threshold:.4f}) at {where}; Ctrl-C stops",
+          file=sys.stderr)
     if args.host not in webapp.LOOPBACK:
         print(f"warning: listening on {args.host}: anyone who can reach this port can upload files and use "
               "this machine's CPU (no login, no TLS); see the README", file=sys.stderr)

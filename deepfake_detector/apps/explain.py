@@ -140,7 +140,8 @@ class Writer:
         for k, (crop, score) in enumerate(zip(crops, scores), 1):
             name = f"{number:04d}_{stem}{'' if frame is None else f'_frame{frame}'}_{k}.png"
             row = {"png": name, "file": str(file), "frame": frame, "box": ",".join(map(str, crop.box)),
-                   "face": crop.face, "p_fake": float(score), "label": CLASS_NAMES[int(score >= self.threshold)]}
+                   "face": crop.face, "p_fake": float(score),
+                   "label": CLASS_NAMES[int(score >= self.threshold)]}
             self._pending.append((name, row, crop.pixels))
         if len(self._pending) >= self.batch_size:
             self._flush()
@@ -161,7 +162,8 @@ class Writer:
         self._flush()
         index = self.folder / INDEX_FILE
         with atomic_open(index, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["png", "file", "frame", "box", "face", "p_fake", "label"],
+            writer = csv.DictWriter(handle,
+                                    fieldnames=["png", "file", "frame", "box", "face", "p_fake", "label"],
                                     lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)

@@ -47,7 +47,8 @@ COUNTING_TOLERANCE = 1e-2
 
 
 def tolerance(fmt: str, scorer: Scorer) -> float:
-    return max(TOLERANCE[fmt], COUNTING_TOLERANCE) if scorer.native_only and fmt != "savedmodel" else TOLERANCE[fmt]
+    return (max(TOLERANCE[fmt], COUNTING_TOLERANCE) if scorer.native_only and fmt != "savedmodel"
+            else TOLERANCE[fmt])
 ONNX_OPSET = 17
 ONNX_PACKAGES = "tf2onnx==1.17.0 onnxruntime==1.31.1"
 META_FILE = "deepfake_detector.json"
@@ -193,8 +194,8 @@ def export(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray) -> 
         threshold = None  # exported all the same; the metadata says it is unknown
     written = scorer.meta.to_json()
     meta = {**{k: written.get(k) for k in ("class_names", "positive_class", "score", "image_size", "model")},
-            "input": {"name": "image", "dtype": "float32", "shape": [None, scorer.image_size, scorer.image_size, 3],
-                      "range": "RGB in [0, 255]"},
+            "input": {"name": "image", "dtype": "float32",
+                      "shape": [None, scorer.image_size, scorer.image_size, 3], "range": "RGB in [0, 255]"},
             "output": {"name": "p_fake", "dtype": "float32", "shape": [None]},
             # the whole input contract: how a picture becomes `image` (crop, resize, rule), as predict does it
             "preprocessing": faces.input_contract(scorer),
@@ -202,7 +203,8 @@ def export(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray) -> 
             "threshold": threshold, "exported_by": f"deepfake-detector {__version__}"}
     if fmt == "tflite":  # the converter names the raw tensors after the graph; the signature keeps ours
         meta["tflite"] = {"signature": "serving_default", "call": "interpreter.get_signature_runner()"
-                          "(image=batch)['p_fake']", "tensors": "serving_default_image:0 in, StatefulPartitionedCall*:0 out"}
+                          "(image=batch)['p_fake']",
+                          "tensors": "serving_default_image:0 in, StatefulPartitionedCall*:0 out"}
     output.parent.mkdir(parents=True, exist_ok=True)
     from deepfake_detector.model import richmodel
 
@@ -231,7 +233,8 @@ def _write(scorer: Scorer, fmt: str, output: Path, check_images: np.ndarray, exp
     return report
 
 
-def _check(fmt: str, path: Path, images: np.ndarray, expected: np.ndarray, meta: dict, allowed: float) -> dict:
+def _check(fmt: str, path: Path, images: np.ndarray, expected: np.ndarray, meta: dict,
+           allowed: float) -> dict:
     from deepfake_detector.core.entrypoint import filtered_stderr
 
     with filtered_stderr():  # TFLite's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" line
@@ -246,7 +249,8 @@ def _check(fmt: str, path: Path, images: np.ndarray, expected: np.ndarray, meta:
     return {**meta, "size_bytes": _size(path), "check": check}
 
 
-def check_images(scorer: Scorer, paths: list[Path] | None, count: int, processed: Path) -> tuple[np.ndarray, str]:
+def check_images(scorer: Scorer, paths: list[Path] | None, count: int,
+                 processed: Path) -> tuple[np.ndarray, str]:
     """Up to ``count`` model-sized uint8 images to check an export on, and where they came from:
     the images under ``paths`` (scored whole, as ``predict --no-detect`` scores them; unreadable
     ones skipped), else the first Validation records of ``processed`` (a mix of both classes)."""
@@ -280,4 +284,5 @@ def check_images(scorer: Scorer, paths: list[Path] | None, count: int, processed
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return (sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir()
+            else path.stat().st_size)

@@ -100,7 +100,8 @@ class FaceFinder:
         pad = 0
         if not len(found):  # a face that fills the picture (a tight crop) is found with room around it
             pad = int(round(PAD * max(gray.shape)))
-            found = self._search(cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE), self.min_face)
+            found = self._search(cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE),
+                                 self.min_face)
         boxes = [_inside(tuple(int(round(v / scale)) for v in (x - pad, y - pad, w, h)), rgb.shape)
                  for x, y, w, h in found]
         return sorted(boxes, key=lambda b: -b[2] * b[3])

@@ -26,8 +26,8 @@ import numpy as np
 
 from deepfake_detector import CLASS_NAMES, usable_cpus
 from deepfake_detector.core.errors import UserError
-from deepfake_detector.model.inference import (BATCH_SIZE, MAX_PIXELS, Crop, Scorer, Unreadable, crops, decode,
-                                              native_rule)
+from deepfake_detector.model.inference import (BATCH_SIZE, MAX_PIXELS, Crop, Scorer, Unreadable, crops,
+                                              decode, native_rule)
 
 ROW_FIELDS = ("file", "kind", "frame", "time", "box", "face", "p_fake", "label", "top_k_mean",
               "faces", "frames", "error", "note")
@@ -55,8 +55,8 @@ class Options:
             if value is None:
                 continue
             if not math.isfinite(value) or (value < low if low is not None else value <= 0):
-                raise UserError(f"predict: {name} must be a finite number {'>= 0' if low is not None else '> 0'}, "
-                                f"got {value!r}")
+                raise UserError(f"predict: {name} must be a finite number "
+                                f"{'>= 0' if low is not None else '> 0'}, got {value!r}")
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -139,7 +139,8 @@ def _units(files: list[Path], options: Options, native: str | None) -> Iterator[
         elif path.suffix.lower() in VIDEO_SUFFIXES and not path.stat().st_size:
             yield Unit(path, error=Unreadable("empty"))
         elif path.suffix.lower() in VIDEO_SUFFIXES and native:
-            yield Unit(path, error=Unreadable("wrong_size", f"videos can't be scored by this model: {native}"))
+            yield Unit(path, error=Unreadable("wrong_size",
+                                              f"videos can't be scored by this model: {native}"))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             try:
                 for index, seconds, rgb in video_frames(path, options.fps, options.max_pixels,
@@ -238,7 +239,8 @@ def _verdict(path: Path, units: list[Unit], options: Options, native: str | None
     without = len(units) - len(per_unit)
     return _row(file=str(path), kind="file", p_fake=score, label=_label(score, options.threshold),
                 top_k_mean=top, faces=faces, frames=len(units),
-                note=f"mean of {len(per_unit)} frames at {options.fps:g}/s; top-{options.top_k} mean {top:.4f}"
+                note=f"mean of {len(per_unit)} frames at {options.fps:g}/s; "
+                     f"top-{options.top_k} mean {top:.4f}"
                      + (f"; {without} frames without a face left out" if without else ""))
 
 

@@ -148,7 +148,8 @@ def rejection(name: str, reason: str, note: str, limits: Limits) -> Rejected:
     if reason in ("not_image", "unsupported"):
         return Rejected(415, f"{what}; {FORMATS_HINT}")
     if reason == "too_large":
-        return Rejected(413, f"{what}; the limit is {limits.pixels:,} pixels per image or frame: scale it down")
+        return Rejected(413, f"{what}; the limit is {limits.pixels:,} pixels per image or frame: "
+                             "scale it down")
     if reason == "wrong_size":  # a model that reads un-resized crops (inference.native_rule says which)
         return Rejected(422, what)
     if reason == "too_long":

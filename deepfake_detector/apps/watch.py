@@ -217,8 +217,8 @@ def annotate(bgr: np.ndarray, found, scores: np.ndarray, verdict: Verdict, fps: 
             colour = COLOURS[verdict.label(float(score))]
             cv2.rectangle(bgr, (x, y), (x + w, y + h), colour, 2)
             below = y < 40  # under the box when the verdict bar would hide it
-            cv2.putText(bgr, f"{score:.2f}", (x + 3, y + h + 16 if below else y - 6), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.5, colour, 1, cv2.LINE_AA)
+            cv2.putText(bgr, f"{score:.2f}", (x + 3, y + h + 16 if below else y - 6),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     label = verdict.label(verdict.p_fake)
     faces = sum(c.face for c in found)
     said = f"{label} P(fake) {verdict.p_fake:.2f}" if label else "no face: no verdict"
@@ -306,7 +306,8 @@ def _emit(out: TextIO, options: Options, row: dict) -> None:
         verdict = (f"P(fake) {row['p_fake']:.3f} {row['label']}" if row["label"] else
                    "no face in any frame: no verdict")
         out.write(f"{row['scored']} of {row['read']} frames scored in {row['seconds']:.1f} s "
-                  f"({row['scored_per_second']:.1f}/s, {row['dropped']} dropped, {row['no_face']} without a face"
+                  f"({row['scored_per_second']:.1f}/s, {row['dropped']} dropped, "
+                  f"{row['no_face']} without a face"
                   f"{', interrupted' if row['interrupted'] else ''}{', stalled' if row['stalled'] else ''}); "
                   f"all scored frames: {verdict}\n")
     else:

@@ -45,11 +45,13 @@ FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FORM_OVERHEAD = 64 * 2**10  # multipart boundaries, headers and the small fields around the file
 CHUNK = 2**20
-FLAGS = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False}
+FLAGS = {"1": True, "true": True, "on": True, "yes": True,
+         "0": False, "false": False, "off": False, "no": False}
 # The page needs nothing from elsewhere, so the browser is told to load nothing from elsewhere.
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                                 b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+                                 b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+                                 b"form-action 'self'"),
     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {
@@ -131,11 +133,13 @@ def build(service: Service, allowed_hosts: list[str] | None = None) -> FastAPI:
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     limits: Limits = service.limits
-    too_big = f"the upload is larger than the limit of {limits.upload_bytes / 2**20:g} MiB; send a smaller file"
+    too_big = (f"the upload is larger than the limit of {limits.upload_bytes / 2**20:g} MiB; "
+               "send a smaller file")
 
     for route, (name, media_type) in PAGES.items():
         content = (WEB / name).read_bytes()
-        app.add_api_route(route, lambda content=content, media_type=media_type: Response(content, media_type=media_type),
+        app.add_api_route(route, lambda content=content, media_type=media_type:
+                          Response(content, media_type=media_type),
                           methods=["GET"], include_in_schema=False)
     app.add_api_route("/favicon.ico", lambda: Response(FAVICON, media_type="image/svg+xml"), methods=["GET"],
                       include_in_schema=False)
@@ -159,8 +163,9 @@ def build(service: Service, allowed_hosts: list[str] | None = None) -> FastAPI:
         """The rows ``predict --format json`` gives for the uploaded file (4xx with a one-line reason
         for a bad or oversized file; 503 when the queue is full)."""
         if origin := _foreign(request):  # another site's page must not use this server's CPU or model
-            return JSONResponse({"detail": f"cross-origin upload refused: Origin {origin[:100]!r} is not this "
-                                           "server; use its own page, or a client that sends no Origin"}, 403)
+            return JSONResponse({"detail": f"cross-origin upload refused: Origin {origin[:100]!r} "
+                                           "is not this server; use its own page, "
+                                           "or a client that sends no Origin"}, 403)
         if not service.admit():
             return JSONResponse({"detail": f"busy: {limits.queue} requests are queued; retry shortly"},
                                 503, headers={"Retry-After": "1"})
@@ -194,15 +199,17 @@ def build(service: Service, allowed_hosts: list[str] | None = None) -> FastAPI:
             return JSONResponse(result)
         except Rejected as exc:  # a body cut short leaves the connection mid-request: close it
             unread = exc.status in (408, 413)
-            return JSONResponse({"detail": exc.detail}, exc.status, headers={"Connection": "close"} if unread else None)
+            return JSONResponse({"detail": exc.detail}, exc.status,
+                                headers={"Connection": "close"} if unread else None)
         except ClientDisconnect:  # a closed tab or a lost link: routine, so one line, no traceback
             log.info("serve: a client hung up during its upload")
             return Response(status_code=400)  # nobody reads it
-        except UserError as exc:  # a request this model can't serve (e.g. explain=true where no gradient passes)
+        except UserError as exc:  # a request this model can't serve (e.g. explain=true, no gradient passes)
             return JSONResponse({"detail": str(exc)}, 422)
         except Exception as exc:
             log.exception("serve: /api/predict failed")
-            return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server's log"}, 500)
+            return JSONResponse(
+                {"detail": f"internal error ({type(exc).__name__}); see the server's log"}, 500)
         finally:
             if form is not None:
                 await form.close()
@@ -225,7 +232,8 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"cannot listen on {host}: port {port} is in use; pass --port") from None
-        raise UserError(f"cannot listen on {host} port {port} ({exc.strerror or exc}); pass another --host") from None
+        raise UserError(f"cannot listen on {host} port {port} ({exc.strerror or exc}); "
+                        "pass another --host") from None
     return sock
 
 
@@ -237,9 +245,10 @@ def run(service: Service, host: str, sock: socket.socket) -> None:
     """Serve on ``sock`` until Ctrl-C or SIGTERM; then the worker stops and the scratch folder goes."""
     import uvicorn
 
-    allowed = list(LOOPBACK) if host in LOOPBACK else None  # DNS rebinding: loopback answers its own names only
-    config = uvicorn.Config(build(service, allowed), host=host, port=sock.getsockname()[1], log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=5)
+    # DNS rebinding: loopback answers its own names only
+    allowed = list(LOOPBACK) if host in LOOPBACK else None
+    config = uvicorn.Config(build(service, allowed), host=host, port=sock.getsockname()[1],
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     # uvicorn shuts down gracefully on SIGTERM (systemd, docker), then restores the handler it found
     # and raises the signal again: the default one would kill us before `finally` deletes the scratch.
     previous = signal.signal(signal.SIGTERM, _interrupted)

@@ -152,7 +152,8 @@ def _short(value: Any) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-def load_section(section: str, path: str | Path = PARAMS_FILE, extra_checks: Callable[[Any], None] | None = None):
+def load_section(section: str, path: str | Path = PARAMS_FILE,
+                 extra_checks: Callable[[Any], None] | None = None):
     """Read one section of ``params.yaml``, validated; raises ``ParamError`` naming the key."""
     if section not in SCHEMA:
         raise KeyError(section)
@@ -198,8 +199,9 @@ def _check_train(train) -> None:
     catalog.check_weights(train.model, train.weights)
     info = catalog.MODELS[train.model]
     if train.patch_size and not info.fully_convolutional:
-        raise ParamError(f"{PARAMS_FILE}: train.patch_size={train.patch_size} needs a fully convolutional "
-                         f"model ({', '.join(n for n, i in catalog.MODELS.items() if i.fully_convolutional)}),"
+        raise ParamError(f"{PARAMS_FILE}: train.patch_size={train.patch_size} needs a fully "
+                         "convolutional model ("
+                         f"{', '.join(n for n, i in catalog.MODELS.items() if i.fully_convolutional)}),"
                          f" not {train.model}; set train.patch_size=0")
     if train.patch_size > train.image_size:
         raise ParamError(f"{PARAMS_FILE}: train.patch_size {train.patch_size} is larger than "

@@ -19,7 +19,8 @@ SEED = (0, 2**32 - 1)  # NumPy's legacy seeding (keras.utils.set_random_seed) ta
 class Spec:
     """How one key is checked: ``kind`` names the type, the rest narrows it."""
 
-    kind: str  # int | float | bool | str | choice | path | float_range | int_range | path_map | weights | recipes
+    # int | float | bool | str | choice | path | float_range | int_range | path_map | weights | recipes
+    kind: str
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
@@ -36,7 +37,8 @@ class Spec:
             base = "a pair [low, high] of " + ("integers" if self.kind == "int_range" else "numbers")
         else:
             base = {"path_map": "a mapping of names (letters, digits, _ and -) to paths", "int": "an integer",
-                    "float": "a number", "bool": "true or false", "str": "a string", "path": "a path"}[self.kind]
+                    "float": "a number", "bool": "true or false", "str": "a string",
+                    "path": "a path"}[self.kind]
         if self.low is not None and self.high is not None:
             base += f" in [{self.low}, {self.high}]"
         elif self.low is not None:

@@ -48,7 +48,8 @@ def score_set(scorer: inference.Scorer, path: str | Path, batch_size: int) -> tu
         except inference.Unreadable as exc:
             skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
             continue
-        pending.append((member.name, member.label, inference.crops(rgb, None, 0.0, scorer.image_size)[0].pixels))
+        pending.append((member.name, member.label,
+                        inference.crops(rgb, None, 0.0, scorer.image_size)[0].pixels))
         if len(pending) == batch_size:
             flush()
     flush()

@@ -82,7 +82,8 @@ def save_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], columns: int
     save_figure(fig, path, format="jpg", pil_kwargs={"quality": JPEG_QUALITY, "optimize": True})
 
 
-def save_mistakes(files: list[str], frame: pd.DataFrame, threshold: float, per_class: int, path: Path) -> None:
+def save_mistakes(files: list[str], frame: pd.DataFrame, threshold: float, per_class: int,
+                  path: Path) -> None:
     """The most confident mistakes of each class in ``frame`` (index, label, score) of ``files``."""
     mistakes = confident_mistakes(frame, threshold, per_class)
     wrong = (frame["score"] >= threshold).astype(int) != frame["label"]

@@ -81,7 +81,8 @@ def build(base: str, output: Path) -> Path:
     lines = [f"# deepfake-detector: this run against `{base}`", "",
              "Conventions: Real = 0, Fake = 1, scores are P(fake); `robustness.*` is Test under a "
              "corruption, `extra.*` other labelled sets, `ece` the calibration error.", "",
-             "## Metrics", "", _dvc("metrics", "diff", base, "--md") or f"No metric differs from `{base}`.", "",
+             "## Metrics", "",
+             _dvc("metrics", "diff", base, "--md") or f"No metric differs from `{base}`.", "",
              "## Params", "", _dvc("params", "diff", base, "--md") or f"No params differ from `{base}`.", ""]
     shown = []
     for name, caption in PICTURES.items():

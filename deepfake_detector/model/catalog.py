@@ -41,9 +41,10 @@ MODELS: dict[str, ModelInfo] = {
     "efficientnet_b0": ModelInfo("efficientnetb0_notop.h5",
                                  "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
                                  (0.0, 1.0)),
-    "xception": ModelInfo("xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                          KERAS_APPLICATIONS + "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                          (-1.0, 1.0)),
+    "xception": ModelInfo(
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        KERAS_APPLICATIONS + "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        (-1.0, 1.0)),
     "seed_cnn": ModelInfo(None, None, (0.0, 1.0)),
     "texture_cnn": ModelInfo(None, None, (-1.0, 1.0), fully_convolutional=True),
     # fixed residual filters whose quantisation steps are in grey levels: raw [0, 255]

@@ -1,7 +1,7 @@
 """JPEG-domain features (``train.model: rich_dct``): the decoded image's 8x8 block DCT on the JPEG grid,
 divided by the quality-75 quantisation table, so each value is close to the quantised coefficient the
-file stored; then statistics of those coefficients, and the same of the chroma (Cb, Cr), appended to ``residual_cooc``'s
-co-occurrences.
+file stored; then statistics of those coefficients, and the same of the chroma (Cb, Cr), appended
+to ``residual_cooc``'s co-occurrences.
 
 Why: every image of the shared real-face set was JPEG-compressed at quality 75 after it was made, so
 the stored coefficients are what the generator's output became; GAN images differ in the DCT domain

@@ -75,7 +75,8 @@ def frequencies(codes, bins: int):
     if getattr(_EXPORTABLE, "on", False):
         counts = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, batch * k * bins)
     else:
-        counts = tf.math.bincount(flat, minlength=batch * k * bins, maxlength=batch * k * bins, dtype=tf.float32)
+        counts = tf.math.bincount(flat, minlength=batch * k * bins, maxlength=batch * k * bins,
+                                  dtype=tf.float32)
     return tf.reshape(counts, [batch, k * bins]) / tf.cast(tf.shape(codes)[1], tf.float32)
 
 

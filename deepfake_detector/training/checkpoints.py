@@ -121,7 +121,7 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
             arrays = {f"w{i}": w for i, w in enumerate(self.stopper.best_weights)}
             with atomic_path(self.folder / BEST_FILE, suffix=".npz") as tmp:  # np.savez adds .npz otherwise
                 np.savez(tmp, epoch=epoch, **arrays)
-        write_json(self.folder / STATE_FILE, {"history": self.history,
-                                              "stopped_early": bool(self.model.stop_training),
-                                              "rng": [np.asarray(v).tolist() for v in _rng_states(self.model)]})
+        write_json(self.folder / STATE_FILE, {
+            "history": self.history, "stopped_early": bool(self.model.stop_training),
+            "rng": [np.asarray(v).tolist() for v in _rng_states(self.model)]})
         super().on_epoch_end(epoch, logs)  # weights, then the epoch reached: the commit point

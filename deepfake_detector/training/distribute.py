@@ -78,9 +78,10 @@ def strategy(mode: str):
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     workers = ", ".join(config["cluster"].get("worker", []))
     with cluster_errors(f"joining the cluster (waited up to {REGISTER_TIMEOUT_S} s)"), _watchdog(
-            REGISTER_TIMEOUT_S + WATCHDOG_GRACE_S, f"error: multi-worker training: no contact with every worker "
-            f"of TF_CONFIG ({workers}) after {REGISTER_TIMEOUT_S + WATCHDOG_GRACE_S} s; start them all with the "
-            "same params and data, "
+            REGISTER_TIMEOUT_S + WATCHDOG_GRACE_S,
+            f"error: multi-worker training: no contact with every worker "
+            f"of TF_CONFIG ({workers}) after {REGISTER_TIMEOUT_S + WATCHDOG_GRACE_S} s; "
+            "start them all with the same params and data, "
             "and check the addresses and ports"):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -159,5 +160,5 @@ def cluster_errors(what: str):
         first = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first)[:200]  # TF's op name: no help
         workers = tf_config().get("cluster", {}).get("worker", [])
         raise UserError(f"multi-worker training: {what} failed ({first}); a worker is missing, died or "
-                        f"is unreachable: start every worker of TF_CONFIG ({', '.join(workers)}) with the same "
-                        "params and data, and check the addresses and ports") from None
+                        f"is unreachable: start every worker of TF_CONFIG ({', '.join(workers)}) "
+                        "with the same params and data, and check the addresses and ports") from None

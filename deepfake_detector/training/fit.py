@@ -24,7 +24,8 @@ from deepfake_detector.training import checkpoints, distribute, feed
 
 log = logging.getLogger(__name__)
 
-TIMING_KEYS = ("train_images_per_second", "wall_seconds", "host_cpu_isa")  # metrics/timing/train.json, not train.json
+# metrics/timing/train.json, not train.json
+TIMING_KEYS = ("train_images_per_second", "wall_seconds", "host_cpu_isa")
 
 
 class Throughput(keras.callbacks.Callback):
@@ -155,7 +156,8 @@ def fit(folder, catalog: dict, params, live_dir: str | None, model: keras.Model 
     changes between phases): with ``freeze_epochs`` > 0 a killed run starts again.
     """
     started = time.perf_counter()
-    strategy = strategy or distribute.strategy(params.distribute)  # first: multi-worker precedes other TF work
+    # first: multi-worker precedes other TF work
+    strategy = strategy or distribute.strategy(params.distribute)
     if model is None:
         model = build_model(params, strategy)
     feeds = _feeds(folder, catalog, params, model, strategy)
@@ -183,7 +185,8 @@ def _feeds(folder, catalog: dict, params, model: keras.Model, strategy) -> _Feed
                                    cache=val_cache).map(lambda x, y, i: (x, y))
     mixed = keras.mixed_precision.global_policy().name == "mixed_float16"
     log.info("train: %d images (%d cached in RAM), validation: %d, device %s%s%s", n_train, cached,
-             n_val, devices.device_name(), ", mixed precision" if mixed else "", distribute.describe(strategy))
+             n_val, devices.device_name(), ", mixed precision" if mixed else "",
+             distribute.describe(strategy))
     fitted = model
     features = model_catalog.MODELS[params.model].fixed_features
     if features:  # extract once, then epochs cost only the head's steps
@@ -197,7 +200,8 @@ def _resume_point(checkpoint_dir, params, run_key: str):
     """(the checkpoint folder or None, the first epoch to run, whether the killed run had already
     stopped early): 0 and False for a fresh run."""
     if checkpoint_dir and params.freeze_epochs:
-        log.info("train: no checkpoints for two-phase fine-tuning (freeze_epochs > 0); a killed run starts again")
+        log.info("train: no checkpoints for two-phase fine-tuning (freeze_epochs > 0); "
+                 "a killed run starts again")
         checkpoints.clear(checkpoint_dir)
         checkpoint_dir = None
     initial_epoch = checkpoints.prepare(checkpoint_dir, run_key) if checkpoint_dir else 0

@@ -30,7 +30,8 @@ _originals: dict = {}
 # it was written against (3.15). tests/test_distribute.py fails when an upgrade changes one: then
 # read the new code, check that both fixes are still needed and right, and record the new digests.
 KERAS_SOURCE_SHA256 = {
-    "TensorFlowTrainer._maybe_symbolic_build": "92a504f5eba9b29f81f1bf26180bdd5bf5186b06b7bda426534b90d2d02bc1c2",
+    "TensorFlowTrainer._maybe_symbolic_build":
+        "92a504f5eba9b29f81f1bf26180bdd5bf5186b06b7bda426534b90d2d02bc1c2",
     "reduce_per_replica": "2e7d54b1e6edc29a8c6a7e6b66cd4c8be3ba7842412c93753ac3afe169fa7fb8",
     "_collective_all_reduce_multi_worker": "0302369d850e6694978fa7691c0e97b79cd0cf83a6bbef7caed8738e1f1a5c24",
 }
