@@ -80,7 +80,7 @@ def snapshot(project: Path) -> dict:
             for folder in ("models", "metrics") for p in sorted((project / folder).rglob("*")) if p.is_file()}
 
 
-EPOCHS = 6
+EPOCHS = 4
 # Data-parallel training over the same global batch computes the same gradient as one worker, up to
 # the order of its sums, when nothing depends on the per-replica part of a batch: no
 # BatchNormalization (each replica normalises its own half) and no dropout (each replica draws its
