@@ -16,7 +16,7 @@ from deepfake_detector.core.files import read_json, write_json
 from deepfake_detector.core.params import load_section
 from deepfake_detector.core.paths import (ARCHIVE, DATA_METRICS, MANIFEST, PREPROCESS_TIMING, PROCESSED,
                                           SOURCE_INFO)
-from deepfake_detector.data.preprocessing import preprocess
+from deepfake_detector.data.preprocessing import preprocess, source_facts
 
 log = logging.getLogger("preprocess")
 
@@ -25,10 +25,9 @@ def main() -> None:
     params = load_section("preprocess")
     if not ARCHIVE.exists():
         raise DataError(f"{ARCHIVE} not found: run the download stage first (`dvc repro download`)")
-    stats = preprocess(ARCHIVE, PROCESSED, params)
-    source = read_json(SOURCE_INFO) if SOURCE_INFO.exists() else {}
-    stats["source"] = {"source": source.get("source"), **source.get("archive", {}),
-                       **({"kaggle": source["kaggle"]} if "kaggle" in source else {})}
+    source = source_facts(read_json(SOURCE_INFO) if SOURCE_INFO.exists() else {})
+    stats = preprocess(ARCHIVE, PROCESSED, params, source)
+    stats["source"] = source
     # speed figures differ on every run: apart, so `dvc metrics diff` on data.json shows only real changes
     timing = {"images_per_second": stats.pop("images_per_second"),
               "near_seconds": stats["duplicates"].pop("near_seconds")}

@@ -50,7 +50,7 @@ def main() -> None:
     if not chief:
         log.info("train: worker %d done (the chief writes the outputs)", distribute.worker_index())
         return
-    modelfile.save(model, MODEL, modelfile.ModelMeta.for_training(params, catalog["image_size"], metrics))
+    modelfile.save(model, MODEL, modelfile.ModelMeta.for_training(params, catalog, metrics))
     write_json(TRAIN_METRICS, metrics)
     write_json(TRAIN_TIMING, timing)
     checkpoints.clear(TRAIN_CHECKPOINT)  # only now: a kill before the model file was written resumes

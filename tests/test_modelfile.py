@@ -13,7 +13,7 @@ import pytest
 from deepfake_detector.model import modelfile
 from deepfake_detector.core import paths
 from deepfake_detector.core.errors import UserError
-from projectcopy import make_project, run
+from projectcopy import ROOT, make_project, run
 
 META = modelfile.META_MEMBER
 
@@ -100,6 +100,26 @@ def test_the_metadata_reads_back_as_written_and_a_newer_files_extra_keys_are_ign
     assert modelfile.read_meta(
         rewritten(good_model, tmp_path / "m.keras", {META: json.dumps(raw).encode()})) == written
     assert written.to_json()["score"] == "P(fake)" and written.to_json()["positive_class"] == "Fake"
+
+
+def test_the_training_metadata_says_what_data_the_model_learned_from():
+    from deepfake_detector.core.params import load_section
+
+    params = load_section("train", ROOT / "params.yaml")
+    splits = {s: {"records": 3, "real": 1, "fake": 2, "shards": []} for s in ("train", "validation", "test")}
+    source = {"source": "local", "file": "dataset.zip", "bytes": 10, "sha256": "ab" * 32}
+    meta = modelfile.ModelMeta.for_training(params, {"image_size": 128, "splits": splits, "source": source},
+                                            {"epochs": 2})
+    assert meta.trained_on == {**source, "images": {s: {"real": 1, "fake": 2} for s in splits}}
+    assert meta.stored_image_size == 128 and not meta.trained_on_sample()
+    assert modelfile.ModelMeta.from_json(meta.to_json(), Path("m.keras")) == meta
+    sample = modelfile.ModelMeta.for_training(
+        params, {"image_size": 128, "splits": splits, "source": {**source, "source": "sample"}}, {})
+    assert sample.trained_on_sample()
+    # records.json from before this version: the source is unknown, never taken for the sample
+    unknown = modelfile.ModelMeta.for_training(params, {"image_size": 128, "splits": splits}, {})
+    assert unknown.trained_on["source"] is None and not unknown.trained_on_sample()
+    assert not modelfile.ModelMeta(image_size=16).trained_on_sample()  # a file that doesn't say
 
 
 @pytest.mark.parametrize(("raw", "message"), [

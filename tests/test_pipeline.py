@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from deepfake_detector.core import paths
+from deepfake_detector.model import modelfile
 from projectcopy import dvc, run, set_params
 from trained import PIPELINE_EPOCHS, copy_project
 
@@ -79,6 +80,12 @@ def test_repro_runs_every_stage_and_writes_the_metric_files(pipeline):
     timing = load(project, paths.TRAIN_TIMING)
     assert timing["train_images_per_second"] > 0 and timing["wall_seconds"] > 0
     assert train["device"] == "CPU" and 1 <= train["best_epoch"] <= train["epochs"] == PIPELINE_EPOCHS
+
+    trained_on = modelfile.read_meta(project / paths.MODEL).trained_on  # what download fetched
+    assert {k: trained_on[k] for k in ("source", "sha256", "bytes")} == {
+        k: data["source"][k] for k in ("source", "sha256", "bytes")}
+    assert trained_on["images"] == {split: {"real": data[split]["real"], "fake": data[split]["fake"]}
+                                    for split in ("train", "validation", "test")}
 
     evaluation = load(project, paths.EVAL_METRICS)
     assert 0 < evaluation["threshold"] < 1

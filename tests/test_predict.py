@@ -274,6 +274,34 @@ def test_every_number_option_of_every_command_refuses_non_finite_values(value, c
     assert "--threshold: must be a number, got 'abc'" in capsys.readouterr().err
 
 
+def test_a_model_trained_on_the_generated_sample_says_so_once_with_its_validation_figures(
+        trained, media, native_model, tmp_path):
+    """#19: the model `make repro` ships learned from generated faces and scores real photos at chance.
+    predict and watch say so once; the JSON header says what it learned from and how it did on its
+    own Validation split."""
+    from deepfake_detector.model import modelfile
+
+    code, out, err = predict(trained, str(media["face"]), "--format", "json")
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1, err
+    assert "generated sample" in warnings[0] and "real photos mean nothing" in warnings[0]
+    header = json.loads(out)
+    assert header["warning"] == warnings[0]
+    assert header["trained_on"] == modelfile.read_meta(trained / paths.MODEL).trained_on
+    assert header["trained_on"]["source"] == "sample"
+    assert header["validation"] == read_json(trained / paths.THRESHOLD)["validation"]
+    assert header["validation"]["roc_auc"] == read_json(trained / paths.EVAL_METRICS)["validation"]["roc_auc"]
+    code, _, err = run_cli(trained, "watch", str(media["video"]), "--seconds", "1", "--no-detect")
+    assert code == 0 and err.count("generated sample") == 1, err
+    # a file that doesn't say what it learned from: no warning, and no figures evaluate didn't record
+    crop = tmp_path / "crop.png"
+    cv2.imwrite(str(crop), np.full((64, 64, 3), 128, np.uint8))
+    code, out, err = predict(trained, str(crop), "--model", str(native_model), "--format", "json")
+    header = json.loads(out)
+    assert code == 0 and "warning" not in err, err
+    assert header["warning"] is None and header["trained_on"] is None and header["validation"] is None
+
+
 def test_a_model_that_reads_unresized_crops_is_never_given_detected_faces(trained, media, native_model,
                                                                           tmp_path):
     """F2: a real_faces model run the default way (detection on) scored resized detected faces, and

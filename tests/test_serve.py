@@ -74,6 +74,7 @@ def test_health_and_the_model_facts_come_from_the_model_and_evaluate(client, ser
     assert facts["test_auc"] == metrics["test"]["roc_auc"]
     assert facts["validation_auc"] == metrics["validation"]["roc_auc"]
     assert facts["threshold"] == threshold and facts["model"] == "compact_cnn"
+    assert facts["trained_on"] == "sample" and "generated sample" in facts["warning"]
     assert facts["limits"]["queue"] == serve.Limits().queue
     assert client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]
 

@@ -128,8 +128,15 @@ def test_the_page_shows_the_verdict_and_score_the_api_gives(server, browser, med
     eval_metrics = json.loads((trained / "metrics/eval.json").read_text())
     assert browser.find_element(By.ID, "fact-test").text == f"{eval_metrics['test']['roc_auc']:.4f}"
     assert browser.find_element(By.ID, "fact-model").text.startswith("compact_cnn")
+    # #19: a model trained on the generated sample says so before anything is scored
+    banner = browser.find_element(By.ID, "model-warning")
+    assert banner.is_displayed() and "generated sample" in banner.text, banner.text
+    assert browser.find_element(By.ID, "fact-learned").text == "sample"
 
     upload(browser, media["face"])
+    validation = eval_metrics["validation"]
+    beside = browser.find_element(By.ID, "verdict-model").text  # the model's own figures, by the verdict
+    assert f"ROC-AUC {validation['roc_auc']:.4f}" in beside and "means nothing for a real photo" in beside
     verdict = next(row for row in api_predict(server, media["face"])["rows"] if row["kind"] == "file")
     shown = browser.find_element(By.ID, "verdict-score")
     assert shown.text == f"{verdict['p_fake']:.4f}"

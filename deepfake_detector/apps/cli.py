@@ -213,6 +213,16 @@ def _serve_parser(commands) -> None:
     serve.set_defaults(run=run_serve)
 
 
+def _warn_about(scorer) -> None:
+    """predict, watch and serve say it once, on stderr, when the model's scores mean nothing on real
+    photos (it learned from the generated sample)."""
+    from deepfake_detector.model import inference
+
+    warning = inference.provenance_warning(scorer)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from deepfake_detector.apps import faces
     from deepfake_detector.model import inference
@@ -221,6 +231,7 @@ def run_predict(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
     fmt = args.format or (suffix if suffix in FORMATS else "table")
     scorer, threshold = inference.load_scorer(args.model, args.threshold)
+    _warn_about(scorer)
     if scorer.native_only and not args.no_detect:
         print(f"note: {inference.native_rule(scorer)}", file=sys.stderr)
     options = predict.Options(threshold=threshold, finder=None if args.no_detect else faces.FaceFinder(),
@@ -258,6 +269,7 @@ def run_watch(args: argparse.Namespace) -> int:
     except BaseException:
         source.capture.release()
         raise
+    _warn_about(scorer)
     finder = None if args.no_detect else faces.FaceTracker(every=args.detect_every, background=True)
     options = watch.Options(threshold=threshold, finder=finder, margin=args.margin, window=args.window,
                             interval=args.interval, seconds=args.seconds, record=args.record,
@@ -304,6 +316,7 @@ def run_serve(args: argparse.Namespace) -> int:
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
     print(f"serving {args.model} (threshold {service.threshold:.4f}) at {where}; Ctrl-C stops",
           file=sys.stderr)
+    _warn_about(service.scorer)
     if args.host not in webapp.LOOPBACK:
         print(f"warning: listening on {args.host}: anyone who can reach this port can upload files and use "
               "this machine's CPU (no login, no TLS); see the README", file=sys.stderr)

@@ -297,12 +297,16 @@ def predict(paths: Iterable[str | Path], scorer: Scorer, options: Options,
 
 
 def json_header(scorer: Scorer, threshold: float, given: bool) -> dict:
-    """What ``--format json`` (and ``serve``) puts before the rows: the model and the threshold's source
-    (``given``: --threshold, else the file evaluate wrote beside the model)."""
-    from deepfake_detector.model.inference import threshold_path
+    """What ``--format json`` (and ``serve``) puts before the rows: the model, the threshold's source
+    (``given``: --threshold, else the file evaluate wrote beside the model), the model's own figures
+    on Validation (None where evaluate recorded none for this file), what it was trained on (None for
+    a file that doesn't say) and the warning for a model trained on the generated sample (or None)."""
+    from deepfake_detector.model.inference import provenance_warning, saved_evaluation, threshold_path
 
     return {"model": str(scorer.path), "model_sha256": scorer.sha256, "threshold": threshold,
-            "threshold_from": "--threshold" if given else str(threshold_path(scorer.path))}
+            "threshold_from": "--threshold" if given else str(threshold_path(scorer.path)),
+            "validation": saved_evaluation(scorer).get("validation"), "trained_on": scorer.meta.trained_on,
+            "warning": provenance_warning(scorer)}
 
 
 def render(rows: list[dict], fmt: str, header: dict) -> str:

@@ -33,7 +33,6 @@ import numpy as np
 from deepfake_detector.apps import faces
 from deepfake_detector.model import inference
 from deepfake_detector.apps import predict
-from deepfake_detector.core.files import read_json
 
 # A video is told from its first bytes; anything else goes to the image decoder, which names what it is.
 VIDEO_MAGIC = ((4, b"ftyp", "video.mp4"), (8, b"AVI ", "video.avi"), (0, b"\x1a\x45\xdf\xa3", "video.mkv"))
@@ -158,21 +157,19 @@ def rejection(name: str, reason: str, note: str, limits: Limits) -> Rejected:
 
 
 def model_facts(scorer: inference.Scorer, threshold: float) -> dict:
-    """What the page shows about the model: its kind, when its file was written, the threshold, and
-    the Validation and test AUC evaluate recorded beside it (only if chosen for this very file)."""
-    try:
-        saved = read_json(inference.threshold_path(scorer.path))
-    except (OSError, ValueError):
-        saved = {}
-    if not isinstance(saved, dict) or saved.get("model_sha256") != scorer.sha256:
-        saved = {}
+    """What the page shows about the model: its kind, when its file was written, the threshold, the
+    Validation and test AUC evaluate recorded beside it (only if chosen for this very file), the
+    data it was trained on and the warning for the generated sample's models."""
+    saved = inference.saved_evaluation(scorer)
+    trained_on = scorer.meta.trained_on or {}
     written = datetime.datetime.fromtimestamp(scorer.path.stat().st_mtime, datetime.timezone.utc)
     return {"model": scorer.meta.model, "file": scorer.path.name, "sha256": scorer.sha256,
             "image_size": scorer.image_size, "trained": written.isoformat(timespec="seconds"),
             "threshold": threshold, "threshold_rule": saved.get("rule"),
             "validation_auc": (saved.get("validation") or {}).get("roc_auc"),
             "test_auc": (saved.get("test") or {}).get("roc_auc"),
-            "epochs": (scorer.meta.train_metrics or {}).get("epochs")}
+            "epochs": (scorer.meta.train_metrics or {}).get("epochs"),
+            "trained_on": trained_on.get("source"), "warning": inference.provenance_warning(scorer)}
 
 
 def display_name(filename: str | None) -> str:

@@ -78,9 +78,10 @@ def _mixed_rank(name: str) -> bytes:
     return hashlib.blake2b(name.encode(), digest_size=8).digest()
 
 
-def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
+def preprocess(zip_path: Path, out_dir: Path, params, source: dict | None = None) -> dict:
     """Write ``out_dir`` (shards, records.json, manifest.csv) as a whole or not at all; returns the
-    ``metrics/data.json`` content. ``params`` is the preprocess section."""
+    ``metrics/data.json`` content. ``params`` is the preprocess section; ``source``, where the archive
+    came from (``source_facts``), is kept in records.json, so the model trained on it can say."""
     started = time.perf_counter()
     with archive.open_zip(zip_path, _READ_LIMITS) as zf:
         refs = archive.member_refs(zf)
@@ -125,7 +126,7 @@ def preprocess(zip_path: Path, out_dir: Path, params) -> dict:
     if params.duplicates.near_cross_split == "drop" and near["drop"]:
         _drop_near(writers, near["drop"], members, manifest_path)
     shards = {s: writers[s].shards for s in SPLITS}
-    _write_catalog(tmp_dir, shards, params.image_size)
+    _write_catalog(tmp_dir, shards, params.image_size, source)
     replace_dir(tmp_dir, out_dir)
     return ledger.report(shards, near, time.perf_counter() - started)
 
@@ -230,7 +231,7 @@ def _write_near_examples(path: Path, examples: list, members) -> None:
         writer.writerows([members[i].name, members[j].name, d] for i, j, d in examples)
 
 
-def _write_catalog(folder: Path, shards: dict, image_size: int) -> None:
+def _write_catalog(folder: Path, shards: dict, image_size: int, source: dict | None) -> None:
     splits = {}
     for split in SPLITS:
         kept = [s for s in shards[split] if s["records"]]
@@ -238,4 +239,11 @@ def _write_catalog(folder: Path, shards: dict, image_size: int) -> None:
                          "real": sum(s["real"] for s in kept),
                          "fake": sum(s["fake"] for s in kept), "shards": kept}
     write_json(folder / CATALOG_FILE, {"image_size": image_size, "class_names": list(CLASS_NAMES),
-                                       "splits": splits})
+                                       "splits": splits, **({"source": source} if source else {})})
+
+
+def source_facts(source_info: dict) -> dict:
+    """Of the download stage's ``source.json``: the source (sample, kaggle, local) and the archive's
+    file, size and sha256 (and the Kaggle dataset's version, where it came from Kaggle)."""
+    return {"source": source_info.get("source"), **source_info.get("archive", {}),
+            **({"kaggle": source_info["kaggle"]} if "kaggle" in source_info else {})}

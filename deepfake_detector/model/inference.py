@@ -193,6 +193,25 @@ def write_threshold(scorer: Scorer, threshold: float, details: dict) -> Path:
     return path
 
 
+def saved_evaluation(scorer: Scorer) -> dict:
+    """What evaluate wrote beside the model (threshold, rule, the Validation and Test figures), when
+    it was written for this very file; else {}."""
+    try:
+        saved = read_json(threshold_path(scorer.path))
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) and saved.get("model_sha256") == scorer.sha256 else {}
+
+
+def provenance_warning(scorer: Scorer) -> str | None:
+    """One line for a model trained on the built-in generated sample, whose scores say nothing about
+    real photos (0.51-0.58 ROC-AUC on real faces, measured); else None."""
+    if not scorer.meta.trained_on_sample():
+        return None
+    return (f"warning: {scorer.path} was trained on the built-in generated sample (data.source: sample): "
+            "its scores on real photos mean nothing; train it on real faces first (README, \"Real data\")")
+
+
 def load_scorer(model: str | Path, threshold: float | None = None) -> tuple[Scorer, float]:
     """(the scorer of ``model``, the decision threshold: ``threshold`` when given, else the one
     evaluate chose on Validation for this very file): what predict, watch and serve start from."""

@@ -42,17 +42,28 @@ class ModelMeta:
     stored_image_size: int | None = None  # of the records it was trained on
     train_params: dict | None = None
     train_metrics: dict | None = None
+    # The data it learned from: source ("sample", "kaggle", "local"), the archive's file, bytes and
+    # sha256 (as download's source.json has them), and the images per split and class.
+    trained_on: dict | None = None
 
     @classmethod
-    def for_training(cls, params, stored_image_size: int, train_metrics: dict) -> "ModelMeta":
-        """What the train stage writes: the validated ``train`` section and the final metrics."""
+    def for_training(cls, params, catalog: dict, train_metrics: dict) -> "ModelMeta":
+        """What the train stage writes: the validated ``train`` section, the final metrics and what
+        the processed data (``catalog``, records.json) came from."""
         from deepfake_detector.core.params import as_dict
 
         patch_grid = params.inference == "patch_grid"
+        images = {split: {"real": facts["real"], "fake": facts["fake"]}
+                  for split, facts in catalog["splits"].items()}
         return cls(image_size=params.image_size, model=params.model, inference=params.inference,
                    patch_size=params.patch_size if patch_grid else None,
-                   stored_image_size=stored_image_size, train_params=as_dict(params),
-                   train_metrics=train_metrics)
+                   stored_image_size=catalog["image_size"], train_params=as_dict(params),
+                   train_metrics=train_metrics,
+                   trained_on={**catalog.get("source", {"source": None}), "images": images})
+
+    def trained_on_sample(self) -> bool:
+        """True for a model that learned from the built-in generated sample (data.source: sample)."""
+        return (self.trained_on or {}).get("source") == "sample"
 
     def to_json(self) -> dict:
         fixed = {"class_names": list(CLASS_NAMES), "positive_class": CLASS_NAMES[1], "score": "P(fake)"}

@@ -17,6 +17,10 @@ async function loadFacts() {
   const response = await fetch("/api/model");
   const facts = await response.json();
   threshold = facts.threshold;
+  if (facts.warning) {  // a model trained on the generated sample: said before anything is scored
+    $("model-warning").textContent = facts.warning;
+    $("model-warning").hidden = false;
+  }
   const auc = (v) => (v === null || v === undefined ? "not recorded" : fmt(v));
   const items = [
     ["model", `${facts.model} (${facts.file}, sha256 ${facts.sha256.slice(0, 12)})`],
@@ -25,6 +29,7 @@ async function loadFacts() {
     ["threshold", `${fmt(facts.threshold)}${facts.threshold_rule ? ` (${facts.threshold_rule})` : ""}`],
     ["Validation AUC", auc(facts.validation_auc)],
     ["Test AUC", auc(facts.test_auc)],
+    ["learned from", facts.trained_on || "not recorded in the model file"],
     ["limits", `${(facts.limits.upload_bytes / 2 ** 20).toFixed(0)} MiB upload, `
       + `${(facts.limits.pixels / 1e6).toFixed(0)} megapixels, ${facts.limits.video_seconds} s of video`],
   ];
@@ -74,6 +79,13 @@ function show(file, body) {
   $("verdict-score").textContent = fmt(verdict.p_fake);
   $("verdict-score").dataset.pFake = String(verdict.p_fake);
   $("verdict-note").textContent = `${verdict.file}: ${verdict.note}; threshold ${fmt(body.threshold)}`;
+  // what this verdict is worth: the model's own figures on its held-out Validation split
+  const v = body.validation;
+  $("verdict-model").textContent = (v
+    ? `The model on its Validation split: ROC-AUC ${fmt(v.roc_auc)}, balanced accuracy `
+      + `${fmt(v.balanced_accuracy)} (${v.n_real} real, ${v.n_fake} fake images).`
+    : "The model's Validation figures are not recorded for this file (run `dvc repro evaluate`).")
+    + (body.warning ? " It was trained on the generated sample: this score means nothing for a real photo." : "");
   if (objectUrl) URL.revokeObjectURL(objectUrl);
   objectUrl = URL.createObjectURL(file);
   const isVideo = verdict.frames !== null;
