@@ -2,7 +2,9 @@
 
 Per recipe (train.recipe, or `default` = the shipped train params as they are) and seed: `dvc repro
 evaluate` on a project copy with data.source=local, then Validation and Test ROC-AUC from
-metrics/eval.json, training wall and CPU seconds from the stage. The recipe is chosen on Validation;
+metrics/eval.json, and the same Test images under each of evaluate's corruptions (its `robustness`:
+ROC-AUC, and accuracy at the Validation threshold), training wall and CPU seconds from the stage.
+The recipe is chosen on Validation;
 Test is reported. Runs alternate recipes seed by seed (A, B, A, B...) so machine load drifts hit both.
 Usage: python benchmarks/real_faces.py --archive ../shared/data/faces140k-sample.zip
          [--recipes default real_faces] [--seeds 42 1 2]
@@ -41,6 +43,9 @@ def one_run(project: Path, recipe: str, seed: int) -> dict:
             "patch_size": train.patch_size, "inference": train.inference,
             "validation_roc_auc": round(scores["validation"]["roc_auc"], 4),
             "test_roc_auc": round(scores["test"]["roc_auc"], 4),
+            "test_accuracy": round(scores["test"]["accuracy"], 4),
+            "corrupted_test": {name: {key: round(value, 4) for key, value in corrupted.items()}
+                               for name, corrupted in scores["robustness"].items()},
             "train_wall_seconds": timing["wall_seconds"], "epochs": metrics["epochs"],
             "best_epoch": metrics["best_epoch"],
             "train_and_evaluate_wall_seconds": run["seconds"],
@@ -48,16 +53,19 @@ def one_run(project: Path, recipe: str, seed: int) -> dict:
 
 
 def summary(runs: list[dict]) -> dict:
-    def mean_sd(key):
-        values = [r[key] for r in runs]
+    def mean_sd(key, of=lambda run: run):
+        values = [of(r)[key] for r in runs]
         return {"mean": round(statistics.mean(values), 4),
                 "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None}
 
     first = runs[0]
     return {"model": first["model"], "image_size": first["image_size"], "patch_size": first["patch_size"],
             "inference": first["inference"], "validation_roc_auc": mean_sd("validation_roc_auc"),
-            "test_roc_auc": mean_sd("test_roc_auc"), "train_wall_seconds": mean_sd("train_wall_seconds"),
-            "runs": runs}
+            "test_roc_auc": mean_sd("test_roc_auc"), "test_accuracy": mean_sd("test_accuracy"),
+            "corrupted_test": {name: {key: mean_sd(key, lambda run: run["corrupted_test"][name])
+                                      for key in ("roc_auc", "accuracy")}
+                               for name in first["corrupted_test"]},
+            "train_wall_seconds": mean_sd("train_wall_seconds"), "runs": runs}
 
 
 def main() -> None:

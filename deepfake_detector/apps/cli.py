@@ -252,6 +252,11 @@ def run_predict(args: argparse.Namespace) -> int:
     files = {row["file"] for row in rows}
     scored = sum(row["kind"] == "file" for row in rows)
     print(f"{scored} of {len(files)} files scored, {len(files) - scored} with errors", file=sys.stderr)
+    validation = inference.saved_evaluation(scorer).get("validation")
+    if validation:  # what the verdicts above are worth, for whoever reads the table
+        print(f"{scorer.path} on its own Validation split: ROC-AUC {validation['roc_auc']:.4f}, balanced "
+              f"accuracy {validation['balanced_accuracy']:.4f} ({validation['n_real']} real, "
+              f"{validation['n_fake']} fake images)", file=sys.stderr)
     if args.explain:
         print(f"{len(options.explain.rows)} heatmaps in {args.explain}, listed in "
               f"{args.explain / 'explain.csv'}", file=sys.stderr)

@@ -28,7 +28,7 @@ class Spec:
 
     def describe(self) -> str:
         if self.kind == "weights":
-            return "none, imagenet, or the path of a .keras or .weights.h5 file"
+            return "none, imagenet, or the path of a .keras, .weights.h5 or Keras 2 .h5 file"
         if self.kind == "recipes":
             return "a mapping of recipe names to mappings of train keys"
         if self.kind == "choice":

@@ -151,8 +151,8 @@ def rich_dct(inputs, weights):
 
 def build(name: str, image_size: int | None, weights: str = "none") -> keras.Model:
     """Build ``name`` for square RGB inputs of ``image_size`` (None: any size, fully convolutional
-    models only). ``weights``: "none", "imagenet", or a ``.keras`` / ``.weights.h5`` file of the same
-    model to start from (``load_start_weights``)."""
+    models only). ``weights``: "none", "imagenet", or a Keras file to start from: the same model's,
+    or another's whose layers fit the backbone's (``startweights.load_start_weights``)."""
     if name not in BUILDERS:  # catalog entries without a builder are caught by test_model_registry
         raise ParamError(f"params.yaml: train.model must be one of {', '.join(MODELS)}, got {name!r}")
     catalog.check_weights(name, weights)
@@ -168,25 +168,10 @@ def build(name: str, image_size: int | None, weights: str = "none") -> keras.Mod
         raise
     model = keras.Model(inputs, outputs, name=name)
     if weights not in ("none", "imagenet"):
+        from deepfake_detector.model.startweights import load_start_weights
+
         load_start_weights(model, weights)
     return model
-
-
-def load_start_weights(model: keras.Model, path: str) -> None:
-    """Start from the weights in ``path`` (a ``.keras`` model file or ``.weights.h5``); one line
-    naming the file and the fix when it is missing or holds another architecture."""
-    from pathlib import Path
-
-    fix = f"train.weights must name a file saved from a {model.name} model (or be none / imagenet)"
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such weights file; {fix}")
-    try:
-        model.load_weights(path)
-    except Exception as exc:
-        detail = " ".join(str(exc).split())
-        detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise UserError(f"{path}: its weights don't fit {model.name} at this image size ({detail}); "
-                        f"{fix}") from None
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:

@@ -53,7 +53,7 @@ MODELS: dict[str, ModelInfo] = {
     "rich_dct": ModelInfo(None, None, (0.0, 255.0), fixed_features="fixed_features"),
 }
 
-WEIGHT_SUFFIXES = (".keras", ".weights.h5")
+WEIGHT_SUFFIXES = (".keras", ".h5")  # a .keras model, a Keras 3 .weights.h5, a Keras 2 .h5 (ImageNet's)
 
 
 def check_weights(model: str, weights: str) -> None:
