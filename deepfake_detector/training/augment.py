@@ -2,9 +2,9 @@
 
 Flip is free of forensic meaning. JPEG re-compression and blur teach the detector that compression
 and softness are not what makes a face fake: the real world re-encodes and resizes both classes.
-Colour jitter (lighting, white balance), downscale-then-upscale (a resized upload) and cutout (a
-hand or a caption over part of the face) are the other changes uploads go through; docs/results.md
-("Augmentations on real faces") has what each one did on Validation.
+Colour jitter (lighting, white balance), downscale-then-upscale (a resized upload), sensor noise
+and cutout (a hand or a caption over part of the face) are the other changes uploads go through;
+docs/results.md ("Augmentations on real faces") has what each one did on Validation.
 
 Each augmentation draws its per-image decision and strength for the whole batch at once, then works
 on the chosen images only, as batched ops (one tf.data step per batch, not per image: that overhead
@@ -56,6 +56,12 @@ def _rescale(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
     small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * factor), tf.int32), 1)
     image = tf.image.resize(tf.cast(image, tf.float32), small, method="area")
     return _to_uint8(tf.image.resize(image, size, method="bilinear"))
+
+
+def _noise(images: tf.Tensor, sigma: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Gaussian noise of each image's own ``sigma`` [n] grey levels (a sensor, a dark room)."""
+    grain = tf.random.stateless_normal(tf.shape(images), seed) * sigma[:, tf.newaxis, tf.newaxis, tf.newaxis]
+    return _to_uint8(tf.cast(images, tf.float32) + grain)
 
 
 def _corners(place: tf.Tensor, height, width, side) -> tf.Tensor:
@@ -145,6 +151,12 @@ def make_batch_augment(params):
         if params.rescale_probability > 0:
             factor = tf.random.stateless_uniform([n], seeds[8], *params.rescale_range)
             images = _on_chosen(images, chance(7, params.rescale_probability), _each(_rescale), factor)
+        if params.noise_probability > 0:  # seeds of its own: the other draws stay as they were before it
+            chosen_seed, sigma_seed, grain_seed = tf.unstack(tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(seed, 1), num=3))
+            sigma = tf.random.stateless_uniform([n], sigma_seed, *params.noise_sigma)
+            chosen = tf.random.stateless_uniform([n], chosen_seed) < params.noise_probability
+            images = _on_chosen(images, chosen, lambda those, s: _noise(those, s, grain_seed), sigma)
         if params.cutout_probability > 0:
             place = tf.random.stateless_uniform([n, 2], seeds[10])
             images = _on_chosen(images, chance(9, params.cutout_probability),
@@ -158,7 +170,7 @@ def make_batch_augment(params):
 def any_on(params) -> bool:
     """Whether ``train.augment`` changes any image (else the feed skips the augmentation step)."""
     return bool(params.flip) or any(getattr(params, f"{kind}_probability") > 0
-                                    for kind in ("jpeg", "blur", "colour", "rescale", "cutout"))
+                                    for kind in ("jpeg", "blur", "colour", "rescale", "noise", "cutout"))
 
 
 def make_augment(params):

@@ -64,19 +64,25 @@ def build_model(params, strategy=None) -> keras.Model:
 
 
 def _on_fixed_features(model: keras.Model, layer_name: str, train_data, val_data, batch_size: int,
-                       seed: int, strategy):
+                       seed: int, strategy, passes: int = 1):
     """(the head after ``layer_name`` as its own model sharing ``model``'s layers, training and
     validation data as that layer's outputs, computed once). The extractor has no trainable weights,
-    so training the head on stored features is the same as training the whole model; one pass of
-    augmentation is drawn."""
+    so training the head on stored features is the same as training the whole model. The training
+    images go through ``passes`` times, each pass under a fresh draw of augmentation: for a
+    fixed-feature model that is how it meets re-saved, resized or noisy copies (CNNDetection's
+    lesson: robustness comes from training on what the model will meet)."""
     extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
 
     def extract(data):
         parts = [(extractor.predict_on_batch(images), labels.numpy()) for images, labels in data]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    train_x, train_y = extract(train_data)
+    started = time.perf_counter()
+    drawn = [extract(train_data) for _ in range(passes)]  # each iteration redraws shuffle and augmentation
+    train_x, train_y = np.concatenate([d[0] for d in drawn]), np.concatenate([d[1] for d in drawn])
     val_x, val_y = extract(val_data)
+    log.info("train: fixed features of %d training rows (%d pass%s) and %d validation images in %.0f s",
+             len(train_x), passes, "es" if passes > 1 else "", len(val_x), time.perf_counter() - started)
     inputs = x = keras.Input(train_x.shape[1:])
     after = False
     for layer in model.layers:
@@ -163,7 +169,8 @@ def fit(folder, catalog: dict, params, live_dir: str | None, model: keras.Model 
     feeds = _feeds(folder, catalog, params, model, strategy)
     checkpoint_dir, initial_epoch, stopped = _resume_point(checkpoint_dir, params, run_key)
     throughput = Throughput(feeds.images_per_epoch)
-    stopper = BestAcrossPhases(monitor="val_auc", mode="max", restore_best_weights=True,
+    stopper = BestAcrossPhases(monitor="val_auc", mode="max",
+                               restore_best_weights=params.keep_weights == "best",
                                patience=params.patience or params.epochs)
     callbacks, backup = _callbacks(params, live_dir, checkpoint_dir, throughput, stopper)
     rows = _run_phases(feeds, params, callbacks, stopper, strategy, initial_epoch, stopped)
@@ -191,7 +198,9 @@ def _feeds(folder, catalog: dict, params, model: keras.Model, strategy) -> _Feed
     features = model_catalog.MODELS[params.model].fixed_features
     if features:  # extract once, then epochs cost only the head's steps
         fitted, train, validation = _on_fixed_features(model, features, train, validation,
-                                                       params.batch_size, params.seed, strategy)
+                                                       params.batch_size, params.seed, strategy,
+                                                       params.feature_passes)
+        per_image *= params.feature_passes
     steps = int(np.ceil(n_train * per_image / params.batch_size))
     return _Feeds(fitted, train, validation, steps, n_train * per_image, cached)
 
@@ -257,9 +266,9 @@ def _summary(model: keras.Model, history: list[dict], params, throughput: Throug
              initial_epoch: int, strategy, started: float) -> dict:
     """metrics/train.json (and, under ``TIMING_KEYS``, metrics/timing/train.json)."""
     val_auc = [entry["val_auc"] for entry in history]
-    best = int(np.argmax(val_auc))
-    log.info("train: best epoch %d of %d (validation ROC-AUC %.4f), its weights kept", best + 1,
-             len(history), val_auc[best])
+    best = int(np.argmax(val_auc)) if params.keep_weights == "best" else len(history) - 1
+    log.info("train: %s epoch %d of %d (validation ROC-AUC %.4f), its weights kept", params.keep_weights,
+             best + 1, len(history), val_auc[best])
     return {
         "epochs": len(history),
         "best_epoch": best + 1,
