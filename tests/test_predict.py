@@ -306,9 +306,9 @@ def test_a_model_trained_on_the_generated_sample_says_so_once_with_its_validatio
 
 def test_a_model_that_reads_unresized_crops_is_never_given_detected_faces(trained, media, native_model,
                                                                           tmp_path):
-    """F2: a real_faces model run the default way (detection on) scored resized detected faces, and
-    lost half its catch rate without a word. Now: crops of its size are scored whole, any other size
-    is an error row that says why, a video too, and stderr says so once."""
+    """F2: a rich_dct model (the pristine_faces recipe's) run the default way (detection on) scored
+    resized detected faces, and lost half its catch rate without a word. Now: crops of its size are
+    scored whole, any other size is an error row that says why, a video too, and stderr says so once."""
     crop = tmp_path / "crop.png"
     rgb = cv2.resize(cv2.imread(str(media["face"])), (64, 64), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(crop), rgb)

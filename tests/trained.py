@@ -120,7 +120,7 @@ def run_cli(project: Path, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="session")
 def native_model(tmp_path_factory) -> Path:
-    """A rich_dct model file at 64 px (the real_faces recipe's model: it reads pixel noise and the
+    """A rich_dct model file at 64 px (the pristine_faces recipe's model: it reads pixel noise and the
     JPEG grid), its head standardised on random features, with a threshold beside it."""
     import json
 

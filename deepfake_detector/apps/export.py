@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import shutil
 import tempfile
@@ -103,7 +104,14 @@ def _tflite(scorer: Scorer, path: Path) -> None:
         if not scorer.native_only:  # float16 weights halve the file (see COUNTING_TOLERANCE for the others)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
-        path.write_bytes(converter.convert())
+        try:
+            flat = converter.convert()
+        except Exception as exc:  # ConverterError: its text is MLIR's dump of the graph, hundreds of lines
+            ops = re.search(r"Custom ops: ([^\n]+)", str(exc))
+            missing = f" (TFLite has no {ops.group(1).strip()} op)" if ops else ""
+            raise UserError(f"{scorer.path}: TFLite cannot convert this model{missing}; export it with "
+                            "--format savedmodel or --format onnx") from None
+        path.write_bytes(flat)
 
 
 def require_onnx():

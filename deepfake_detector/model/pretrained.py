@@ -85,7 +85,11 @@ def vgg16_trunk() -> keras.Model:
 
 def features(inputs):
     """[0, 255] RGB of any side → [n, 15,168] VGG16 statistics and grids (layer ``vgg16_features``)."""
-    x = layers.Resizing(VGG_SIDE, VGG_SIDE, interpolation="area", name="fixed_vgg16_resize")(inputs)
+    side = inputs.shape[1]
+    if side and side % VGG_SIDE == 0:  # an exact area resize that TFLite has (it has no ResizeArea)
+        x = layers.AveragePooling2D(side // VGG_SIDE, name="fixed_vgg16_resize")(inputs)
+    else:
+        x = layers.Resizing(VGG_SIDE, VGG_SIDE, interpolation="area", name="fixed_vgg16_resize")(inputs)
     blocks = vgg16_trunk()(CaffeInput(name="fixed_vgg16_input")(x))
     parts = [ChannelStatistics(name=f"fixed_vgg16_statistics_{i + 1}")(block)
              for i, block in enumerate(blocks)]
