@@ -164,6 +164,12 @@ def test_every_registered_model_learns_from_raw_pixels(name):
     labels = np.array([0, 1] * 4, np.float32)
     images = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype(np.float32)
     images[labels == 1] *= 0.5
+    fixed = models.MODELS[name].fixed_features
+    if fixed:  # as training does: the head standardised on its features (VGG16's run in the hundreds)
+        from deepfake_detector.model import richmodel
+
+        extractor = keras.Model(model.inputs, model.get_layer(fixed).output)
+        richmodel.standardise(model, extractor.predict_on_batch(images))
     assert model.predict_on_batch(images).shape == (8, 1)
     # eager: tracing the training step of the bigger models would cost more than the steps themselves
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", run_eagerly=True)

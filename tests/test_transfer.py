@@ -226,7 +226,7 @@ def test_the_real_faces_recipe_runs_the_pipeline_and_its_rule_travels_with_the_m
     bundle = "train.recipes.real_faces."  # shrunk to seconds: the recipe's own keys win over plain ones
     set_params(project, {bundle + "image_size": 64, bundle + "epochs": 2,  # and patch training with its rule:
                          bundle + "model": "texture_cnn", bundle + "patch_size": 32,
-                         bundle + "inference": "patch_grid"})
+                         bundle + "inference": "patch_grid", bundle + "feature_passes": 1})
     dvc("exp", "run", "-S", "train.recipe=real_faces", cwd=project)
     meta = modelfile.read_meta(project / paths.MODEL)
     assert meta.model == "texture_cnn" and meta.train_params["recipe"] == "real_faces"
